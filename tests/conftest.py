@@ -1,0 +1,36 @@
+"""Shared fixtures: one SparkSession for the whole test session (the JVM start costs ~30 s here),
+a fresh local store per test, and the path to the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RELEVANCE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from relevance_core.spark import get_spark
+
+    session = get_spark({"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from relevance_core.storage import LocalStore
+
+    return LocalStore(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def diginetica_dir() -> Path:
+    d = SHARED_DATA / "diginetica"
+    if not d.exists():
+        pytest.fail(f"shared data not found at {d}; set RELEVANCE_SHARED_DATA")
+    return d
