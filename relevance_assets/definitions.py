@@ -1,4 +1,5 @@
-"""The Dagster code location: every definition under ``relevance_assets/defs`` plus the shared resources."""
+"""The Dagster code location: every definition under ``relevance_assets/defs``, the shared resources, and
+the freshness policies / automation declared in one place (``relevance_assets.automation``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from relevance_assets.automation import apply_policies, automation_sensor
 from relevance_assets.resources import default_resources
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     folder = dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent)
-    return dg.Definitions.merge(folder, dg.Definitions(resources=default_resources()))
+    merged = dg.Definitions.merge(
+        folder, dg.Definitions(resources=default_resources(), sensors=[automation_sensor])
+    )
+    return apply_policies(merged)
