@@ -27,6 +27,8 @@ wrong checksum, so a broken artifact never reaches the service.
 from __future__ import annotations
 
 import hashlib
+import logging
+import secrets
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -49,6 +51,8 @@ POPULARITY = "popularity.parquet"
 
 REQUIRED_FILES = (USER_TOWER, ITEM_TOWER, FEATURES, INDEX, ITEM_IDS, EMBEDDINGS, ITEMS, POPULARITY)
 
+log = logging.getLogger(__name__)
+
 
 class BundleError(RuntimeError):
     """A bundle is incomplete, corrupt or unreadable; it must not be served."""
@@ -70,9 +74,15 @@ class Manifest(msgspec.Struct, kw_only=True):
 
 
 def new_version(now: datetime | None = None) -> str:
-    """Sortable, unique enough: ``20261127T021500Z-ab12cd``."""
+    """Sortable by creation time to the microsecond (rollback and prune order by it) and unique across
+    processes thanks to a random suffix: ``20261127T021500123456Z-ab12cd``."""
     now = now or datetime.now(UTC)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha1(str(now.timestamp()).encode()).hexdigest()[:6]
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+def _safe_name(name: str) -> bool:
+    """Manifest entries are plain file names: a crafted ``../x`` must not make verify read outside."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
 def sha256_file(path: Path) -> str:
@@ -107,6 +117,8 @@ def verify_dir(local_dir: Path) -> Manifest:
         if name not in manifest.checksums:
             raise BundleError(f"{local_dir}: manifest has no checksum for {name}")
     for name, digest in manifest.checksums.items():
+        if not _safe_name(name):
+            raise BundleError(f"{local_dir}: invalid file name in manifest: {name!r}")
         path = local_dir / name
         if not path.is_file():
             raise BundleError(f"{local_dir}: missing file {name}")
@@ -120,11 +132,21 @@ def bundle_key(version: str) -> str:
 
 
 def publish(store: ArtifactStore, local_dir: Path, *, keep: int = 5) -> Manifest:
-    """Upload a finished bundle, verify what landed, then atomically point LATEST at it."""
+    """Upload a finished bundle, verify what landed, then atomically point LATEST at it.
+
+    If the uploaded copy does not verify, LATEST is not touched and the partial upload is removed (unless
+    it is the live bundle), so the service keeps serving the previous version.
+    """
     manifest = verify_dir(local_dir)
-    store.replace_dir(local_dir, bundle_key(manifest.version))
-    fetched = store.local_dir(bundle_key(manifest.version))
-    verify_dir(fetched)
+    if manifest.version == latest_version(store):
+        raise BundleError(f"bundle {manifest.version} is already live; publish a new version instead")
+    key = bundle_key(manifest.version)
+    store.replace_dir(local_dir, key)
+    try:
+        verify_dir(store.local_dir(key))
+    except BundleError:
+        store.delete_prefix(key)
+        raise
     store.write_text(LAYOUT.latest_pointer, manifest.version + "\n")
     prune(store, keep=keep)
     return manifest
@@ -141,8 +163,31 @@ def list_versions(store: ArtifactStore) -> list[str]:
     return [v for v in store.list_dirs(LAYOUT.bundles) if not v.startswith(".")]
 
 
+def read_manifest(store: ArtifactStore, version: str) -> Manifest:
+    """Just the manifest of bundle ``version`` (no download of the big files; not verified)."""
+    key = store.resolve_dir(bundle_key(version)) + "/" + MANIFEST
+    try:
+        return msgspec.json.decode(store.read_bytes(key), type=Manifest)
+    except StoreError as e:
+        raise BundleError(f"bundle {version}: no {MANIFEST}") from e
+    except msgspec.DecodeError as e:
+        raise BundleError(f"bundle {version}: unreadable {MANIFEST}: {e}") from e
+
+
+def current_manifest(store: ArtifactStore) -> Manifest | None:
+    """The live bundle's manifest, or None when nothing is published (or LATEST names a missing bundle)."""
+    version = latest_version(store)
+    if version is None:
+        return None
+    try:
+        return read_manifest(store, version)
+    except BundleError:
+        return None
+
+
 def prune(store: ArtifactStore, *, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` bundles, never the one LATEST names."""
+    keep = max(1, int(keep))
     current = latest_version(store)
     versions = list_versions(store)
     doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
@@ -152,17 +197,30 @@ def prune(store: ArtifactStore, *, keep: int) -> list[str]:
 
 
 def rollback(store: ArtifactStore, version: str | None = None) -> str:
-    """Make an earlier bundle current: ``version``, or the one published before the current one."""
+    """Make an earlier bundle current: ``version``, or the newest *intact* bundle older than the current
+    one (a corrupt one is skipped, never made current). Versions sort by creation time."""
     versions = list_versions(store)
     current = latest_version(store)
-    if version is None:
+    if version is not None:
+        if version not in versions:
+            raise BundleError(f"no bundle {version!r}; have {versions}")
+        verify_dir(store.local_dir(bundle_key(version)))
+    else:
         older = [v for v in versions if current is None or v < current]
         if not older:
             raise BundleError("no earlier bundle to roll back to")
-        version = older[-1]
-    if version not in versions:
-        raise BundleError(f"no bundle {version!r}; have {versions}")
-    verify_dir(store.local_dir(bundle_key(version)))
+        problems = []
+        for cand in reversed(older):
+            try:
+                verify_dir(store.local_dir(bundle_key(cand)))
+            except BundleError as e:
+                log.warning("skipping bundle %s: %s", cand, e)
+                problems.append(str(e))
+                continue
+            version = cand
+            break
+        if version is None:
+            raise BundleError(f"no intact earlier bundle to roll back to: {problems}")
     store.write_text(LAYOUT.latest_pointer, version + "\n")
     return version
 

@@ -1,0 +1,192 @@
+"""The Litestar application factory (``create_app(settings)``) and the per-app :class:`Service` container.
+
+Everything one app instance owns lives on one :class:`Service` (``app.state.service``): settings, the
+artifact store, the current :class:`~relevance_service.live_items.ServingState`, user state, the live
+catalog, the landing writer, the reloader and the metrics registry. Nothing is a module-level global, so
+tests can run several apps side by side and a benchmark can build one in-process.
+
+The lifespan (DESIGN.md §6: Litestar runs it; ``TestClient`` as a context manager runs it too):
+
+1. pins torch/FAISS intra-op threads (default 1: parallelism comes from concurrent requests; a
+   single-query search with 2 threads was measured slower on this machine), restored on shutdown;
+2. loads the bundle ``LATEST`` names before accepting traffic (``/readyz`` stays 503 until one is
+   loaded; a missing or broken bundle does not stop the process, the poller keeps trying);
+3. seeds user state from the lake in a background thread;
+4. starts the reloader's polling task and the landing writer; on shutdown flushes pending impressions.
+
+Request handlers are ``async`` and compute inline on the event loop: the work per request is ~1 ms of
+CPU that releases the GIL only partly, and a thread hop per request would cost more than it saves on a
+2-core machine. Scale-out is more workers/replicas (state then belongs in a shared user-state store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import faiss
+import torch
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from relevance_core.storage import ArtifactStore, store_from_uri
+from relevance_service.impressions import LandingWriter
+from relevance_service.live_items import LiveCatalog, ServingState
+from relevance_service.metrics import MetricsMiddleware, ServiceMetrics
+from relevance_service.recommender import Recommender
+from relevance_service.reloader import BundleReloader
+from relevance_service.rerank import Promotions
+from relevance_service.security import Pseudonymizer
+from relevance_service.settings import ServiceSettings, get_settings
+from relevance_service.user_state import InMemoryUserState, UserStateStore, seed_from_lake
+
+log = logging.getLogger("relevance_service")
+
+API_VERSION = "1.0.0"
+
+
+class Service:
+    """One app's state and collaborators (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        store: ArtifactStore | None = None,
+        user_state: UserStateStore | None = None,
+    ):
+        self.settings = settings
+        self.store = store or store_from_uri(settings.home, endpoint_url=settings.s3_endpoint)
+        self.metrics = ServiceMetrics()
+        self.recommender = Recommender(settings)
+        self.user_state = user_state or InMemoryUserState(
+            max_len=max(settings.max_history, 50),
+            ttl_s=settings.state_ttl_s,
+            max_users=settings.state_max_users,
+        )
+        self.catalog = LiveCatalog(max_items=settings.max_live_items)
+        self.writer = LandingWriter(
+            self.store,
+            self.metrics,
+            flush_s=settings.landing_flush_s,
+            max_pending=settings.landing_max_pending,
+            impressions=settings.impressions_enabled,
+            persist_items=settings.persist_live_items,
+        )
+        self.pseudonymize = Pseudonymizer(settings.pseudonym_key)
+        self.promotions: Promotions | None = None
+        if settings.promotions_file:
+            with open(settings.promotions_file, "rb") as f:
+                self.promotions = Promotions.load(f.read())
+        self.serving: ServingState | None = None
+        self.reloader = BundleReloader(self)
+        self.seeded_users: int | None = None
+        self.started_at = time.time()
+        self._seed_task: asyncio.Task | None = None
+
+    def swap(self, state: ServingState) -> None:
+        """Replace the serving state: one reference assignment (atomic for every reader)."""
+        self.serving = state
+        self.metrics.set_bundle(state.version, state.bundle.n_items)
+        self.metrics.live_items.set(len(state.overlay.data))
+
+    async def _seed(self) -> None:
+        s = self.settings
+        try:
+            self.seeded_users = await asyncio.to_thread(
+                seed_from_lake, self.user_state, self.store, days=s.seed_days, max_users=s.seed_max_users
+            )
+            self.metrics.users.set(len(self.user_state))
+        except Exception:
+            log.exception("user state seeding failed; continuing with empty state")
+            self.seeded_users = 0
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        s = self.settings
+        prev_torch, prev_faiss = torch.get_num_threads(), faiss.omp_get_max_threads()
+        torch.set_num_threads(s.torch_threads)
+        faiss.omp_set_num_threads(s.faiss_threads)
+        try:
+            outcome = await self.reloader.check()
+            if outcome.error and not outcome.reloaded:
+                log.warning(
+                    "starting without a bundle: %s (polling every %ss)", outcome.error, s.poll_interval_s
+                )
+            if s.seed_from_lake:
+                self._seed_task = asyncio.get_running_loop().create_task(self._seed(), name="seed-user-state")
+            self.writer.start()
+            self.reloader.start()
+            yield
+        finally:
+            await self.reloader.stop()
+            if self._seed_task is not None:
+                self._seed_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._seed_task
+            await self.writer.stop()
+            torch.set_num_threads(prev_torch)
+            faiss.omp_set_num_threads(prev_faiss)
+
+
+def _service_dependency(state: State) -> Service:
+    return state.service
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    store: ArtifactStore | None = None,
+    user_state: UserStateStore | None = None,
+) -> Litestar:
+    """Build the app. Raises :class:`~relevance_service.settings.SettingsError` when write endpoints
+    would start without a token outside dev mode."""
+    from relevance_service.controllers import admin, events, health, items, recommendations
+
+    settings = settings or get_settings()
+    settings.check_startable()
+    if settings.dev_mode and settings.write_endpoints and not settings.api_token:
+        log.warning("DEV MODE: write and admin endpoints are open to anyone (no RELEVANCE_API_TOKEN)")
+    service = Service(settings, store=store, user_state=user_state)
+
+    handlers: list = [
+        health.HealthController,
+        recommendations.RecommendationController,
+        items.ItemReadController,
+        admin.BundleController,
+    ]
+    if settings.writes_allowed:
+        handlers += [events.EventController, items.ItemWriteController, admin.AdminController]
+
+    openapi = OpenAPIConfig(
+        title="relevance",
+        version=API_VERSION,
+        description="Personalised recommendations, similar items, real-time events and live listings.",
+        path="/docs",
+        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="RELEVANCE_API_TOKEN")
+            }
+        ),
+        use_handler_docstrings=True,
+    )
+    app = Litestar(
+        route_handlers=handlers,
+        dependencies={"svc": Provide(_service_dependency, sync_to_thread=False)},
+        lifespan=[service.lifespan],
+        state=State({"service": service}),
+        middleware=[DefineMiddleware(MetricsMiddleware, metrics=service.metrics)],
+        openapi_config=openapi,
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )
+    return app

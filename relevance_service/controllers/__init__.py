@@ -1,0 +1,1 @@
+"""HTTP controllers, one module per domain (recommendations, items, events, admin, health)."""

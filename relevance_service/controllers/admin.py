@@ -1,0 +1,46 @@
+"""``GET /v1/bundle`` (what is serving) and ``POST /v1/admin/reload`` (token-guarded)."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, get, post
+
+from relevance_service.app import Service
+from relevance_service.controllers._common import serving_state
+from relevance_service.schemas import BundleResponse, ReloadRequest, ReloadResponse
+
+
+class BundleController(Controller):
+    path = "/v1/bundle"
+    tags = ["admin"]
+
+    @get("/", summary="The serving bundle's manifest")
+    async def bundle(self, svc: Service) -> BundleResponse:
+        """Version, size, search breadth and the full manifest (lineage, checksums, evaluation metrics)."""
+        state = serving_state(svc)
+        b = state.bundle
+        return BundleResponse(
+            version=b.version,
+            loaded_at=b.loaded_at,
+            n_items=b.n_items,
+            live_items=len(state.overlay.data),
+            dim=b.dim,
+            search={"nprobe": b.default_breadth.nprobe, "ef_search": b.default_breadth.ef_search},
+            manifest=msgspec.to_builtins(b.manifest),
+        )
+
+
+class AdminController(Controller):
+    path = "/v1/admin"
+    tags = ["admin"]
+    security = [{"bearer": []}]
+
+    @post("/reload", summary="Reload the bundle now", status_code=200)
+    async def reload(self, svc: Service, data: ReloadRequest | None = None) -> ReloadResponse:
+        """Checks ``LATEST`` (or loads ``version``) now instead of at the next poll; retries a version
+        that failed before. A bundle that fails verification is refused and the old one keeps serving."""
+        version = data.version if data is not None else None
+        out = await svc.reloader.check(force=version is not None, version=version, retry_failed=True)
+        return ReloadResponse(
+            reloaded=out.reloaded, version=out.version, previous_version=out.previous_version, error=out.error
+        )

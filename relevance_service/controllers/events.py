@@ -1,0 +1,51 @@
+"""``POST /v1/events``: batched real-time interactions that update users' recent history at once."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from litestar import Controller, post
+
+from relevance_service.app import Service
+from relevance_service.controllers._common import field_error
+from relevance_service.schemas import EventsRequest, EventsResponse
+from relevance_service.user_state import HistoryEntry
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    tags = ["events"]
+    security = [{"bearer": []}]
+
+    @post("/", summary="Record real-time events", status_code=202)
+    async def record(self, svc: Service, data: EventsRequest) -> EventsResponse:
+        """Appends each event to its user's stored history before answering, so the very next
+        recommendation request reflects it; also writes the events to the landing zone (pseudonymised)
+        so the next bundle is trained on them."""
+        limit = svc.settings.max_events_per_batch
+        if len(data.events) > limit:
+            raise field_error("events", f"at most {limit} events per batch")
+        now = time.time()
+        per_user: dict[str, list[HistoryEntry]] = defaultdict(list)
+        rows = []
+        for ev in data.events:
+            ts = ev.timestamp.timestamp() if ev.timestamp is not None else now
+            if ev.user_id is not None:
+                per_user[ev.user_id].append(HistoryEntry(ev.item_id, str(ev.event_type), ts))
+            rows.append(
+                {
+                    "user_id": svc.pseudonymize(ev.user_id),
+                    "session_id": ev.session_id,
+                    "item_id": ev.item_id,
+                    "event_type": str(ev.event_type),
+                    "timestamp": ts,
+                    "device_type": ev.device_type,
+                }
+            )
+            svc.metrics.events.labels(event_type=str(ev.event_type)).inc()
+        for user_id, entries in per_user.items():
+            svc.user_state.append(user_id, entries, now=max(now, max(e.ts for e in entries)))
+        svc.writer.log_events(rows)
+        svc.metrics.users.set(len(svc.user_state))
+        return EventsResponse(accepted=len(rows), users_updated=len(per_user))

@@ -1,0 +1,183 @@
+"""Everything the service writes back to the landing zone: impressions, live events, live listings.
+
+Every served slate becomes ``impression`` events (one row per shown item: request id, pseudonymised
+user, bundle version, position, score), so the pipeline learns from what was shown and not acted on and
+evaluation gets real negatives (DESIGN.md §2: ``impression`` has weight 0). Real-time events posted to
+``/v1/events`` and listings from ``PUT /v1/items`` are written the same way, so the next bundle is
+trained on them.
+
+Requests never wait on storage: they append a small tuple to an in-memory buffer (O(1), no I/O, no
+JSON); a background task swaps the buffer every ``flush_s`` seconds, turns it into JSONL in a worker
+thread, and writes one file per kind and day with the store's atomic ``write_bytes``. A full buffer
+drops new records and counts them (``relevance_landing_dropped_total``) rather than grow without bound
+or slow requests down. Rows carry the canonical event columns (``EVENT_COLUMNS``) plus the extra
+impression fields; readers that project the canonical columns ignore the extras.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from relevance_core.settings import LAYOUT
+from relevance_core.storage import ArtifactStore
+from relevance_service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+def iso_utc(ts: float) -> str:
+    """Epoch seconds → ``2026-03-01T12:34:56.123Z`` (the landing zone's text timestamp format)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def day_of(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+class LandingWriter:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        metrics: ServiceMetrics | None = None,
+        *,
+        flush_s: float = 2.0,
+        max_pending: int = 200_000,
+        impressions: bool = True,
+        persist_items: bool = True,
+    ):
+        self.store = store
+        self.metrics = metrics
+        self.flush_s = flush_s
+        self.max_pending = max_pending
+        self.impressions_enabled = impressions
+        self.persist_items = persist_items
+        self._slates: list[tuple] = []
+        self._events: list[dict[str, Any]] = []
+        self._items: list[dict[str, Any]] = []
+        self._pending = 0
+        self._encoder = msgspec.json.Encoder()
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self.files_written = 0
+
+    # -- request side: O(1), never blocks -------------------------------------------------------------
+    def _admit(self, kind: str, n: int) -> bool:
+        if self._pending + n > self.max_pending:
+            if self.metrics:
+                self.metrics.landing_dropped.labels(kind=kind).inc(n)
+            return False
+        self._pending += n
+        return True
+
+    def log_slate(
+        self,
+        request_id: str,
+        user: str | None,
+        version: str,
+        strategy: str,
+        item_ids: list[str],
+        scores: list[float],
+        ts: float | None = None,
+    ) -> None:
+        if not self.impressions_enabled or not item_ids:
+            return
+        if self._admit("impression", len(item_ids)):
+            self._slates.append((request_id, user, version, strategy, item_ids, scores, ts or time.time()))
+
+    def log_events(self, rows: list[dict[str, Any]]) -> None:
+        """Canonical event rows (``timestamp`` as epoch seconds; converted at flush)."""
+        if rows and self._admit("event", len(rows)):
+            self._events.extend(rows)
+
+    def log_item(self, item: dict[str, Any]) -> None:
+        if self.persist_items and self._admit("item", 1):
+            self._items.append(item)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    # -- background side ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="landing-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self.flush()
+            except Exception:  # a broken store must not kill the loop; records were counted as dropped
+                log.exception("landing writer: flush failed")
+
+    async def flush(self) -> int:
+        """Write everything buffered so far; returns the number of records written."""
+        async with self._lock:
+            slates, events, items = self._slates, self._events, self._items
+            self._slates, self._events, self._items = [], [], []
+            self._pending = 0
+            if not (slates or events or items):
+                return 0
+            return await asyncio.to_thread(self._write, slates, events, items)
+
+    def _write(self, slates: list[tuple], events: list[dict], items: list[dict]) -> int:
+        files: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for request_id, user, version, strategy, item_ids, scores, ts in slates:
+            stamp = iso_utc(ts)
+            key = f"{LAYOUT.landing_day(day_of(ts))}/impressions"
+            for pos, (iid, score) in enumerate(zip(item_ids, scores, strict=True)):
+                files[key].append(
+                    {
+                        "user_id": user,
+                        "session_id": None,
+                        "item_id": iid,
+                        "event_type": "impression",
+                        "timestamp": stamp,
+                        "device_type": None,
+                        "request_id": request_id,
+                        "bundle_version": version,
+                        "strategy": strategy,
+                        "position": pos,
+                        "score": round(float(score), 6),
+                    }
+                )
+        for row in events:
+            ts = row["timestamp"]
+            files[f"{LAYOUT.landing_day(day_of(ts))}/live-events"].append({**row, "timestamp": iso_utc(ts)})
+        for item in items:
+            files[f"{LAYOUT.catalog_landing}/live-items"].append(item)
+        written = 0
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        for prefix, rows in files.items():
+            kind = prefix.rsplit("/", 1)[-1]
+            key = f"{prefix}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+            try:
+                self.store.write_bytes(key, b"\n".join(self._encoder.encode(r) for r in rows) + b"\n")
+                written += len(rows)
+                self.files_written += 1
+                if self.metrics:
+                    self.metrics.landing_records.labels(kind=kind).inc(len(rows))
+            except Exception as e:
+                log.error("landing writer: could not write %s (%d records): %s", key, len(rows), e)
+                if self.metrics:
+                    self.metrics.landing_dropped.labels(kind=kind).inc(len(rows))
+        return written

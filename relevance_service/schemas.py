@@ -1,0 +1,165 @@
+"""Request and response bodies of the API, as msgspec Structs (validation, JSON and OpenAPI in one place).
+
+Constraints live in the types (``Meta``) so that invalid input is refused by the framework with a 400
+naming the field (``"Expected `int` >= 1 - at `$.k`"``) before any handler code runs, and so that the
+OpenAPI schema (and anything generated from it, such as the schemathesis run in the tests) knows them.
+Configurable limits (``max_k``, ``max_history``, batch size) are checked again in the handlers against the
+settings; the ceilings here are the hard ones.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from relevance_core.schemas import EventType
+from relevance_service.settings import HARD_MAX_HISTORY, HARD_MAX_K
+
+ItemId = Annotated[str, Meta(min_length=1, max_length=256, description="catalog item id")]
+UserId = Annotated[str, Meta(min_length=1, max_length=256, description="user id (pseudonymised in logs)")]
+Text = Annotated[str, Meta(max_length=2000)]
+ShortText = Annotated[str, Meta(max_length=512)]
+K = Annotated[int, Meta(ge=1, le=HARD_MAX_K, description="number of items to return")]
+Price = Annotated[float, Meta(ge=0, le=1e12)]
+Strategy = Literal["personalized", "popular", "similar"]
+
+
+# -- recommendations --------------------------------------------------------------------------------------
+class RecommendedItem(msgspec.Struct, kw_only=True):
+    """One recommended item with its hydrated metadata and a short human-readable reason."""
+
+    item_id: str
+    score: float
+    position: int
+    reason: str
+    title: str | None = None
+    price: float | None = None
+    brand: str | None = None
+    category_path: str | None = None
+    location: str | None = None
+    condition: str | None = None
+    image_url: str | None = None
+    seller_id: str | None = None
+
+
+class RecommendationResponse(msgspec.Struct, kw_only=True):
+    request_id: str
+    bundle_version: str
+    strategy: Strategy
+    items: list[RecommendedItem]
+    k: int
+    widened: str | None = None
+
+
+class HistoryEvent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One past interaction of a guest session. ``timestamp`` defaults to the time of the request."""
+
+    item_id: ItemId
+    event_type: EventType = EventType.VIEW
+    timestamp: datetime | None = None
+
+
+class RecommendRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/recommendations``: a history (oldest first) plus options, for guests and sessions."""
+
+    history: Annotated[list[HistoryEvent], Meta(max_length=HARD_MAX_HISTORY)] = []
+    k: K = 20
+    category: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    max_price: Price | None = None
+    location: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    exclude_item_ids: Annotated[list[ItemId], Meta(max_length=HARD_MAX_HISTORY)] = []
+    user_id: UserId | None = None
+
+
+# -- events -------------------------------------------------------------------------------------------------
+class LiveEvent(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A real-time interaction. Without ``user_id`` it is logged but updates no stored history."""
+
+    item_id: ItemId
+    event_type: EventType
+    user_id: UserId | None = None
+    session_id: Annotated[str, Meta(max_length=256)] | None = None
+    timestamp: datetime | None = None
+    device_type: Annotated[str, Meta(max_length=64)] | None = None
+
+
+class EventsRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    events: Annotated[list[LiveEvent], Meta(min_length=1, max_length=10_000)]
+
+
+class EventsResponse(msgspec.Struct, kw_only=True):
+    accepted: int
+    users_updated: int
+
+
+# -- items --------------------------------------------------------------------------------------------------
+class ItemUpsert(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A new or changed listing (the path's ``item_id`` is the id; a body ``item_id`` must match it)."""
+
+    title: Annotated[str, Meta(min_length=1, max_length=512)]
+    item_id: ItemId | None = None
+    description: Text = ""
+    category_path: ShortText = ""
+    price: Price | None = None
+    brand: Annotated[str, Meta(max_length=256)] | None = None
+    location: Annotated[str, Meta(max_length=256)] | None = None
+    condition: Annotated[str, Meta(max_length=64)] | None = None
+    image_url: Annotated[str, Meta(max_length=2048)] | None = None
+    seller_id: Annotated[str, Meta(max_length=256)] | None = None
+    available: bool = True
+    created_at: datetime | None = None
+
+
+class ItemResponse(msgspec.Struct, kw_only=True):
+    item_id: str
+    bundle_version: str
+    live: bool
+    available: bool
+    created: bool
+
+
+class AvailabilityRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    available: bool
+
+
+class AvailabilityResponse(msgspec.Struct, kw_only=True):
+    item_id: str
+    available: bool
+    bundle_version: str
+
+
+# -- bundle, admin, health ----------------------------------------------------------------------------------
+class BundleResponse(msgspec.Struct, kw_only=True):
+    version: str
+    loaded_at: float
+    n_items: int
+    live_items: int
+    dim: int
+    search: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+class ReloadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Load this version instead of whatever ``LATEST`` names (e.g. to pin during an incident)."""
+
+    version: Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")] | None = None
+
+
+class ReloadResponse(msgspec.Struct, kw_only=True):
+    reloaded: bool
+    version: str | None
+    previous_version: str | None
+    error: str | None = None
+
+
+class HealthResponse(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class ReadyResponse(msgspec.Struct, kw_only=True):
+    ready: bool
+    bundle_version: str | None = None
+    detail: str | None = None

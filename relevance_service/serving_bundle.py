@@ -1,0 +1,475 @@
+"""The loaded bundle: one immutable object holding everything a request reads (DESIGN.md §4).
+
+A request takes one reference to the current :class:`ServingBundle` (via
+:class:`relevance_service.live_items.ServingState`) and uses only that for its whole life, so a hot swap
+can never make one response mix two versions. Nothing here is mutated after :meth:`ServingBundle.load`
+returns; per-request knobs (FAISS ``nprobe``/``efSearch``) are passed per call as
+``faiss.SearchParameters`` and never set on the shared index.
+
+Memory layout, chosen for 1M-item catalogs on a small machine:
+
+- item attributes used by filters and diversity (category path, seller, location, price, availability,
+  popularity, boosts) are flat numpy arrays indexed by FAISS row, with strings dictionary-encoded once at
+  load, so a filter over K≈500 candidates is a handful of vectorised ops;
+- hydration metadata stays an Arrow table (no 1M Python dicts), aligned to FAISS rows; only the final
+  top-N rows are taken and turned into Python objects;
+- ``embeddings.npy`` is memory-mapped ("similar items", reasons, exact re-scans touch a few rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from relevance_core import bundle as bundle_format
+from relevance_core.bundle import BundleError, Manifest
+from relevance_core.features import FeatureEncoder
+from relevance_core.index import search_parameters
+from relevance_service.rerank import Promotions, boost_per_code, category_prefix_matches
+
+log = logging.getLogger(__name__)
+
+#: Optional bundle file with promotions/boosts (checksummed like every other file when present).
+PROMOTIONS_FILE = "promotions.json"
+#: Metadata columns returned with every recommended item (the description is not: it is long and unused).
+HYDRATION_COLUMNS = (
+    "item_id",
+    "title",
+    "price",
+    "brand",
+    "category_path",
+    "location",
+    "condition",
+    "image_url",
+    "seller_id",
+    "available",
+)
+
+
+def _norm(s: Any) -> str | None:
+    if s is None:
+        return None
+    s = " ".join(str(s).split()).lower()
+    return s or None
+
+
+def category_prefix(path: str | None, level: int) -> str:
+    """The first ``level`` levels of a category path, normalised (the per-category diversity key)."""
+    if not path:
+        return ""
+    parts = [" ".join(p.split()).lower() for p in path.split(">") if p.strip()]
+    return " > ".join(parts[:level])
+
+
+def top_level(path: str | None) -> str | None:
+    if not path:
+        return None
+    head = path.split(">", 1)[0].strip()
+    return head or None
+
+
+@dataclass(frozen=True)
+class SearchBreadth:
+    """How wide one FAISS search looks (defaults: the index's tuned values, else settings)."""
+
+    nprobe: int | None = None
+    ef_search: int | None = None
+
+    def widened(self, factor: int) -> SearchBreadth:
+        return SearchBreadth(
+            nprobe=self.nprobe * factor if self.nprobe else None,
+            ef_search=self.ef_search * factor if self.ef_search else None,
+        )
+
+
+@dataclass(eq=False)
+class ServingBundle:
+    version: str
+    manifest: Manifest
+    path: Path
+    loaded_at: float
+    user_tower: torch.jit.ScriptModule
+    item_tower: torch.jit.ScriptModule
+    encoder: FeatureEncoder
+    index: faiss.Index
+    item_ids: list[str]
+    row_of: dict[str, int]
+    embeddings: np.ndarray  # float32 [N, D], memory-mapped
+    items: pa.Table  # hydration metadata, row-aligned with the index (null rows for missing metadata)
+    # per-row attributes
+    available: np.ndarray
+    path_code: np.ndarray
+    diversity_code: np.ndarray
+    seller_code: np.ndarray
+    location_code: np.ndarray
+    price: np.ndarray
+    popularity: np.ndarray  # normalised log popularity in [0, 1]
+    pop_score: np.ndarray  # raw popularity score
+    boost: np.ndarray
+    popular_order: np.ndarray  # rows by popularity, best first (only rows with a positive score)
+    # vocabularies (code → value, value → code)
+    paths: list[str]
+    path_index: dict[str, int]
+    diversity_index: dict[str, int]
+    seller_index: dict[str, int]
+    location_index: dict[str, int]
+    promotions: Promotions
+    default_breadth: SearchBreadth
+    history_length: int
+    diversity_level: int
+    _category_cache: dict[str, np.ndarray] = field(default_factory=dict)
+    _params_cache: dict[SearchBreadth, tuple[Any, Any]] = field(default_factory=dict)
+
+    # -- loading ----------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        manifest: Manifest | None = None,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        history_length: int | None = None,
+        diversity_level: int = 2,
+        promotions: Promotions | None = None,
+        verify: bool = True,
+    ) -> ServingBundle:
+        """Load and check a bundle directory; raise :class:`BundleError` if anything is wrong with it."""
+        path = Path(path)
+        t0 = time.perf_counter()
+        if verify or manifest is None:
+            manifest = bundle_format.verify_dir(path)
+        try:
+            b = cls._load(
+                path,
+                manifest,
+                nprobe=nprobe,
+                ef_search=ef_search,
+                history_length=history_length,
+                diversity_level=diversity_level,
+                promotions=promotions,
+            )
+        except BundleError:
+            raise
+        except Exception as e:  # torch/faiss/arrow errors on a corrupt file all mean "do not serve this"
+            raise BundleError(f"bundle {manifest.version}: cannot load: {type(e).__name__}: {e}") from e
+        b.smoke_test()
+        log.info("bundle %s loaded in %.2fs (%d items)", b.version, time.perf_counter() - t0, len(b.item_ids))
+        return b
+
+    @classmethod
+    def _load(
+        cls,
+        path: Path,
+        manifest: Manifest,
+        *,
+        nprobe: int | None,
+        ef_search: int | None,
+        history_length: int | None,
+        diversity_level: int,
+        promotions: Promotions | None,
+    ) -> ServingBundle:
+        user_tower = torch.jit.load(str(path / bundle_format.USER_TOWER), map_location="cpu").eval()
+        item_tower = torch.jit.load(str(path / bundle_format.ITEM_TOWER), map_location="cpu").eval()
+        encoder = FeatureEncoder.from_json((path / bundle_format.FEATURES).read_bytes())
+        index = faiss.read_index(str(path / bundle_format.INDEX))
+        ids_arr = (
+            pq.read_table(path / bundle_format.ITEM_IDS).column("item_id").combine_chunks().cast(pa.string())
+        )
+        item_ids = ids_arr.to_pylist()
+        n = len(item_ids)
+        if index.ntotal != n:
+            raise BundleError(f"index has {index.ntotal} vectors but item_ids has {n} rows")
+        if index.d != manifest.dim:
+            raise BundleError(f"index dim {index.d} != manifest dim {manifest.dim}")
+        embeddings = np.load(path / bundle_format.EMBEDDINGS, mmap_mode="r")
+        if embeddings.shape != (n, manifest.dim) or embeddings.dtype != np.float32:
+            raise BundleError(
+                f"embeddings.npy is {embeddings.dtype}{embeddings.shape}, expected float32[{n}, {manifest.dim}]"
+            )
+        row_of = dict(zip(item_ids, range(n), strict=True))
+        if len(row_of) != n:
+            raise BundleError("item_ids.parquet has duplicate item ids")
+
+        # hydration metadata, aligned to FAISS rows
+        schema_names = pq.read_schema(path / bundle_format.ITEMS).names
+        cols = [c for c in HYDRATION_COLUMNS if c in schema_names]
+        if "item_id" not in cols:
+            raise BundleError("items.parquet has no item_id column")
+        raw = pq.read_table(path / bundle_format.ITEMS, columns=cols)
+        raw = _dedupe_last(raw)
+        pos = pc.index_in(ids_arr, value_set=raw.column("item_id").combine_chunks().cast(pa.string()))
+        items = raw.take(pos)
+        for c in HYDRATION_COLUMNS:
+            if c not in items.column_names:
+                items = items.append_column(
+                    c, pa.nulls(n, type=pa.bool_() if c == "available" else pa.string())
+                )
+        items = items.select(list(HYDRATION_COLUMNS)).combine_chunks()
+
+        has_meta = pos.is_valid().to_numpy(zero_copy_only=False)
+        avail = items.column("available").fill_null(True).to_numpy(zero_copy_only=False).astype(bool)
+        available = avail & has_meta  # an item we cannot describe is not shown
+        price = (
+            pc.cast(items.column("price"), pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
+        )
+
+        path_code, paths = _encode(items.column("category_path"), normalise=False)
+        path_index = {p: i for i, p in enumerate(paths)}
+        div_keys = [category_prefix(p, diversity_level) for p in paths]
+        diversity_index: dict[str, int] = {}
+        div_of_path = np.asarray(
+            [diversity_index.setdefault(k, len(diversity_index)) for k in div_keys], dtype=np.int32
+        )
+        diversity_code = np.where(
+            path_code >= 0, div_of_path[np.clip(path_code, 0, None)] if len(paths) else -1, -1
+        )
+        seller_code, sellers = _encode(items.column("seller_id"), normalise=False)
+        location_code, locations = _encode(items.column("location"), normalise=True)
+
+        pop = pq.read_table(path / bundle_format.POPULARITY)
+        pop_score = np.zeros(n, dtype=np.float32)
+        if pop.num_rows:
+            pop = _dedupe_last(pop.select(["item_id", "score"]))
+            ppos = pc.index_in(pop.column("item_id").combine_chunks().cast(pa.string()), value_set=ids_arr)
+            valid = ppos.is_valid().to_numpy(zero_copy_only=False)
+            rows = ppos.fill_null(0).to_numpy(zero_copy_only=False)[valid]
+            scores = (
+                pc.cast(pop.column("score"), pa.float64())
+                .fill_null(0.0)
+                .to_numpy(zero_copy_only=False)[valid]
+            )
+            pop_score[rows] = np.maximum(scores, 0.0).astype(np.float32)
+        top = float(pop_score.max()) if n else 0.0
+        popularity = (
+            (np.log1p(pop_score) / math.log1p(top)).astype(np.float32) if top > 0 else np.zeros(n, np.float32)
+        )
+        positive = np.flatnonzero(pop_score > 0)
+        popular_order = positive[np.argsort(-pop_score[positive], kind="stable")]
+
+        promo = Promotions()
+        if (path / PROMOTIONS_FILE).is_file():
+            promo = Promotions.load((path / PROMOTIONS_FILE).read_bytes())
+        promo = promo.merged(promotions)
+        boost = _boosts(promo, n, row_of, path_code, paths, seller_code, sellers)
+
+        tuned = dict(manifest.extra.get("search_params") or {}) if isinstance(manifest.extra, dict) else {}
+        tuned.update(manifest.model.get("search_params") or {} if isinstance(manifest.model, dict) else {})
+        breadth = SearchBreadth(
+            nprobe=int(nprobe or tuned.get("nprobe") or 32),
+            ef_search=int(ef_search or tuned.get("ef_search") or 128),
+        )
+        return cls(
+            version=manifest.version,
+            manifest=manifest,
+            path=path,
+            loaded_at=time.time(),
+            user_tower=user_tower,
+            item_tower=item_tower,
+            encoder=encoder,
+            index=index,
+            item_ids=item_ids,
+            row_of=row_of,
+            embeddings=embeddings,
+            items=items,
+            available=available,
+            path_code=path_code,
+            diversity_code=diversity_code.astype(np.int32),
+            seller_code=seller_code,
+            location_code=location_code,
+            price=price,
+            popularity=popularity,
+            pop_score=pop_score,
+            boost=boost,
+            popular_order=popular_order,
+            paths=paths,
+            path_index=path_index,
+            diversity_index=diversity_index,
+            seller_index={s: i for i, s in enumerate(sellers)},
+            location_index={s: i for i, s in enumerate(locations)},
+            promotions=promo,
+            default_breadth=breadth,
+            history_length=int(history_length or manifest.history_length or encoder.history_length),
+            diversity_level=diversity_level,
+        )
+
+    # -- model calls --------------------------------------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest.dim)
+
+    def user_vector(self, history: list[tuple[str, str, float]]) -> np.ndarray | None:
+        """``[(item_id, event_type, age_s)]`` oldest first → float32 [1, D]; None when no history item is
+        known to the model (then the tower would only see padding: the caller falls back to popular)."""
+        rows, events, ages = self.encoder.encode_histories([history], self.history_length)
+        if not bool((rows > 0).any()):
+            return None
+        with torch.inference_mode():
+            v = self.user_tower(rows, events, ages)
+        return np.ascontiguousarray(v.numpy(), dtype=np.float32)
+
+    def embed_items(self, items: list[Any]) -> np.ndarray:
+        """Listings (``Item`` structs / dicts) → float32 [B, D] with the exported item tower."""
+        feats = self.encoder.encode_items(items)
+        with torch.inference_mode():
+            v = self.item_tower(**feats)
+        out = np.ascontiguousarray(v.numpy(), dtype=np.float32)
+        faiss.normalize_L2(out)
+        return out
+
+    def search(
+        self, q: np.ndarray, k: int, breadth: SearchBreadth | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS top-``k`` for one query: (scores float32 [k'], rows int64 [k']) without padding."""
+        k = min(int(k), self.n_items)
+        if k <= 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        breadth = breadth or self.default_breadth
+        cached = self._params_cache.get(breadth)
+        if cached is None:
+            # SearchParameters objects are read-only during a search, so one per breadth is shared by
+            # concurrent calls; the shared index itself is never modified
+            cached = search_parameters(self.index, nprobe=breadth.nprobe, ef_search=breadth.ef_search)
+            self._params_cache[breadth] = cached
+        params, _keep = cached
+        if params is None:
+            scores, rows = self.index.search(q, k)
+        else:
+            scores, rows = self.index.search(q, k, params=params)
+        s, r = scores[0], rows[0]
+        ok = r >= 0
+        if not ok.all():
+            s, r = s[ok], r[ok]
+        return s, r.astype(np.int64, copy=False)
+
+    # -- lookups ------------------------------------------------------------------------------------------
+    def category_codes(self, category: str) -> np.ndarray:
+        """Path codes matching a ``category`` request filter (cached per value)."""
+        key = category.strip().lower()
+        hit = self._category_cache.get(key)
+        if hit is None:
+            hit = category_prefix_matches(self.paths, category)
+            if len(self._category_cache) < 4096:
+                self._category_cache[key] = hit
+        return hit
+
+    def hydrate(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """Metadata dicts for bundle rows (all < n_items)."""
+        if len(rows) == 0:
+            return []
+        return self.items.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+
+    # -- checks -------------------------------------------------------------------------------------------
+    def smoke_test(self) -> None:
+        """A real query through every part before this bundle may serve: user tower → search →
+        hydration, and the item tower against the stored embeddings (same model, same space)."""
+        if self.n_items == 0:
+            raise BundleError(f"bundle {self.version}: no items")
+        probe = self.popular_order[:3].tolist() or [0, 1, 2][: self.n_items]
+        hist = [(self.item_ids[r], "view", 60.0 * (i + 1)) for i, r in enumerate(probe)]
+        q = self.user_vector(hist)
+        if q is None:
+            # items in the index but not in the encoder's vocabulary would make every user anonymous
+            raise BundleError(f"bundle {self.version}: smoke query: no probe item is known to the encoder")
+        if q.shape != (1, self.dim) or not np.isfinite(q).all():
+            raise BundleError(
+                f"bundle {self.version}: user tower returned {q.shape}, expected (1, {self.dim})"
+            )
+        scores, rows = self.search(q, min(10, self.n_items))
+        if len(rows) == 0 or not np.isfinite(scores).all() or rows.max() >= self.n_items:
+            raise BundleError(f"bundle {self.version}: smoke search returned no valid rows")
+        meta = self.hydrate(rows[:3])
+        if len(meta) != len(rows[:3]):
+            raise BundleError(f"bundle {self.version}: hydration failed")
+        # the exported item tower must produce the vectors the index was built from
+        ids = self.items.column("item_id")
+        check = [r for r in probe if ids[r].is_valid][:3]
+        if not check:
+            return
+        live = self.embed_items(self.hydrate(np.asarray(check)))
+        stored = np.asarray(self.embeddings[check], dtype=np.float32)
+        norms = np.linalg.norm(stored, axis=1) * np.linalg.norm(live, axis=1)
+        cos = (stored * live).sum(1) / np.maximum(norms, 1e-12)
+        if not np.isfinite(live).all() or live.shape[1] != self.dim or float(cos.min()) < 0.9:
+            raise BundleError(
+                f"bundle {self.version}: item tower disagrees with embeddings.npy (cosine {cos.min():.3f})"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "n_items": self.n_items,
+            "dim": self.dim,
+            "loaded_at": self.loaded_at,
+            "search": {"nprobe": self.default_breadth.nprobe, "ef_search": self.default_breadth.ef_search},
+            "history_length": self.history_length,
+            "promotions": not self.promotions.empty,
+        }
+
+
+def _dedupe_last(t: pa.Table) -> pa.Table:
+    """Keep the last row per item_id (newest snapshot wins), cheaply when there are no duplicates."""
+    ids = t.column("item_id")
+    if pc.count_distinct(ids).as_py() == t.num_rows:
+        return t
+    idx = pa.array(np.arange(t.num_rows))
+    last = pa.table({"item_id": ids, "i": idx}).group_by("item_id").aggregate([("i", "max")]).column("i_max")
+    return t.take(pa.array(np.sort(last.to_numpy())))
+
+
+def _encode(col: pa.ChunkedArray, *, normalise: bool) -> tuple[np.ndarray, list[str]]:
+    """Dictionary-encode a string column: (int32 codes with -1 for null, values)."""
+    arr = col.combine_chunks().cast(pa.string())
+    if normalise:
+        arr = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+    enc = arr.dictionary_encode()
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    values = enc.dictionary.to_pylist()
+    return codes, values
+
+
+def _boosts(
+    promo: Promotions,
+    n: int,
+    row_of: dict[str, int],
+    path_code: np.ndarray,
+    paths: list[str],
+    seller_code: np.ndarray,
+    sellers: list[str],
+) -> np.ndarray:
+    boost = np.zeros(n, dtype=np.float32)
+    if promo.empty:
+        return boost
+    if promo.categories and len(paths):
+        per_path = boost_per_code(paths, promo.categories)
+        has = path_code >= 0
+        boost[has] += per_path[path_code[has]]
+    if promo.sellers:
+        seller_idx = {s: i for i, s in enumerate(sellers)}
+        per_seller = np.zeros(len(sellers), dtype=np.float32)
+        for s, v in promo.sellers.items():
+            if s in seller_idx:
+                per_seller[seller_idx[s]] = v
+        has = seller_code >= 0
+        boost[has] += per_seller[seller_code[has]]
+    for iid, v in promo.items.items():
+        r = row_of.get(iid)
+        if r is not None:
+            boost[r] += v
+    return boost

@@ -1,0 +1,211 @@
+"""Recent history per user: the only user state the service keeps (DESIGN.md §3: no user-ID embedding).
+
+The user tower reads the last L interactions, so "state" is a short, bounded, expiring list per user.
+:class:`UserStateStore` is the interface; :class:`InMemoryUserState` is the default (one process,
+bounded number of users, LRU eviction, per-entry TTL). Its operations map one-to-one onto a Redis list
+(``RPUSH`` + ``LTRIM`` + ``EXPIRE`` / ``LRANGE`` / ``DEL``), which :class:`RedisUserState` implements for
+several replicas sharing one state.
+
+Seeding at start (:func:`seed_from_lake`) reads the newest ``lake/sessions`` partitions so that a restart
+does not make every known user look anonymous.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from relevance_core.settings import LAYOUT
+from relevance_core.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One interaction as the user tower needs it: ``ts`` is epoch seconds (UTC)."""
+
+    item_id: str
+    event_type: str
+    ts: float
+
+
+class UserStateStore(ABC):
+    """Recent interactions per user, oldest first, at most ``max_len`` each, entries expire after ``ttl_s``."""
+
+    max_len: int
+    ttl_s: float
+
+    @abstractmethod
+    def get(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
+        """The user's unexpired history, oldest first (empty for unknown users)."""
+
+    @abstractmethod
+    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> None:
+        """Add interactions (any order; kept sorted by time) and drop the oldest beyond ``max_len``."""
+
+    @abstractmethod
+    def delete(self, user_id: str) -> bool:
+        """Forget a user (erasure requests). True when there was something to forget."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of users held (approximate for shared stores)."""
+
+
+class InMemoryUserState(UserStateStore):
+    """Thread-safe in-process store: an LRU of at most ``max_users`` users, each a bounded deque.
+
+    Expired entries are dropped lazily on read and on write, so no sweeper thread is needed; a user whose
+    entries all expired is removed when next touched, and LRU eviction bounds memory in any case.
+    """
+
+    def __init__(self, *, max_len: int = 50, ttl_s: float = 30 * 86400.0, max_users: int = 1_000_000):
+        if max_len < 1 or max_users < 1 or ttl_s <= 0:
+            raise ValueError("max_len, max_users and ttl_s must be positive")
+        self.max_len = max_len
+        self.ttl_s = ttl_s
+        self.max_users = max_users
+        self._users: OrderedDict[str, deque[HistoryEntry]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        with self._lock:
+            q = self._users.get(user_id)
+            if q is None:
+                return []
+            while q and q[0].ts < cutoff:
+                q.popleft()
+            if not q:
+                del self._users[user_id]
+                return []
+            self._users.move_to_end(user_id)
+            return list(q)
+
+    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> None:
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        new = [e for e in entries if e.ts >= cutoff]
+        if not new:
+            return
+        with self._lock:
+            q = self._users.get(user_id)
+            if q is None:
+                q = self._users[user_id] = deque(maxlen=self.max_len)
+            else:
+                self._users.move_to_end(user_id)
+            if q and min(e.ts for e in new) < q[-1].ts:
+                # out-of-order arrival (batched clients, seeding): merge, keep the newest max_len
+                merged = sorted([*q, *new], key=lambda e: e.ts)
+                q.clear()
+                q.extend(merged[-self.max_len :])
+            else:
+                q.extend(sorted(new, key=lambda e: e.ts))
+            while q and q[0].ts < cutoff:
+                q.popleft()
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+
+    def delete(self, user_id: str) -> bool:
+        with self._lock:
+            return self._users.pop(user_id, None) is not None
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+
+class RedisUserState(UserStateStore):
+    """The same contract on a shared Redis (``redis.Redis``-compatible client), for several replicas.
+
+    One list per user (``<prefix><user_id>``) of msgpack-encoded entries, trimmed to ``max_len`` and
+    expiring ``ttl_s`` after the last write; stale entries inside the list are filtered on read. The
+    client is injected so the service does not depend on the redis package unless this store is used.
+    """
+
+    def __init__(
+        self, client: Any, *, max_len: int = 50, ttl_s: float = 30 * 86400.0, prefix: str = "rel:h:"
+    ):
+        self.client = client
+        self.max_len = max_len
+        self.ttl_s = ttl_s
+        self.prefix = prefix
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder(tuple[str, str, float])
+
+    def get(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        raw = self.client.lrange(self.prefix + user_id, 0, -1)
+        entries = [HistoryEntry(*self._dec.decode(r)) for r in raw]
+        return sorted((e for e in entries if e.ts >= cutoff), key=lambda e: e.ts)
+
+    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> None:
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        new = sorted((e for e in entries if e.ts >= cutoff), key=lambda e: e.ts)
+        if not new:
+            return
+        key = self.prefix + user_id
+        pipe = self.client.pipeline()
+        pipe.rpush(key, *[self._enc.encode((e.item_id, e.event_type, e.ts)) for e in new])
+        pipe.ltrim(key, -self.max_len, -1)
+        pipe.expire(key, int(self.ttl_s))
+        pipe.execute()
+
+    def delete(self, user_id: str) -> bool:
+        return bool(self.client.delete(self.prefix + user_id))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.client.scan_iter(match=self.prefix + "*"))
+
+
+def seed_from_lake(
+    state: UserStateStore, store: ArtifactStore, *, days: int = 7, max_users: int = 200_000
+) -> int:
+    """Fill ``state`` from the newest ``days`` partitions of ``lake/sessions`` (user sessions only).
+
+    Returns the number of users seeded. A missing or unreadable table is logged and seeds nothing: the
+    service must start even on an empty lake (users then get the popular fallback until they act).
+    """
+    import pyarrow.parquet as pq
+
+    table_key = LAYOUT.table("sessions")
+    try:
+        partitions = [p for p in store.list_dirs(table_key) if p.startswith("date=")]
+    except Exception as e:  # an unreachable store must not stop the service from starting
+        log.warning("user state: cannot list %s: %s", table_key, e)
+        return 0
+    seeded: set[str] = set()
+    per_user: dict[str, list[HistoryEntry]] = {}
+    for part in sorted(partitions)[-days:]:
+        try:
+            local = store.local_dir(f"{table_key}/{part}")
+            files = sorted(p for p in local.rglob("*.parquet") if not p.name.startswith("."))
+            for f in files:
+                t = pq.read_table(f, columns=["user_id", "item_ids", "event_types", "timestamps"])
+                for uid, items, types, tss in zip(
+                    *(t.column(c).to_pylist() for c in t.column_names), strict=True
+                ):
+                    if uid is None or not items:
+                        continue
+                    if uid not in per_user and len(per_user) >= max_users:
+                        continue
+                    per_user.setdefault(uid, []).extend(
+                        HistoryEntry(i, e, ts.timestamp())
+                        for i, e, ts in zip(items, types, tss, strict=False)
+                    )
+        except Exception as e:
+            log.warning("user state: skipping sessions partition %s: %s", part, e)
+    for uid, entries in per_user.items():
+        state.append(uid, entries)  # entries older than the TTL are dropped here, as on any write
+        seeded.add(uid)
+    log.info(
+        "user state: seeded %d users from %d sessions partitions", len(seeded), min(days, len(partitions))
+    )
+    return len(seeded)

@@ -1,0 +1,145 @@
+"""Sensors and declarative automation, evaluated against the real code location."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
+from relevance_assets.automation import AUTOMATION_CONDITIONS, FRESHNESS_POLICIES
+from relevance_assets.defs.operations.sensors import freshness_sensor, landing_zone_sensor
+from relevance_assets.definitions import defs as load_defs
+from relevance_assets.resources import StorageResource
+from relevance_core.storage import LocalStore
+
+
+@pytest.fixture(scope="module")
+def defs():
+    return load_defs()
+
+
+def _drop_landing_file(store: LocalStore, day: str, name: str = "events.jsonl") -> str:
+    key = f"landing/events/date={day}/{name}"
+    store.write_text(key, '{"item_id": "i1", "event_type": "view", "timestamp": "%sT10:00:00Z"}\n' % day)
+    return key
+
+
+def test_every_asset_has_a_freshness_policy(defs):
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    missing = sorted(k for k in keys if k not in FRESHNESS_POLICIES)
+    assert not missing, f"assets without a freshness policy: {missing}"
+    graph = defs.resolve_asset_graph()
+    for key in keys:
+        assert graph.get(dg.AssetKey.from_user_string(key)).freshness_policy is not None
+
+
+def test_sensors_start_running(defs):
+    names = {s.name: s for s in defs.sensors}
+    for name in ("landing_zone_sensor", "freshness_sensor", "run_failure_alert", "relevance_automation"):
+        assert names[name].default_status == dg.DefaultSensorStatus.RUNNING, name
+
+
+def test_landing_sensor_requests_new_day_once(tmp_path):
+    store = LocalStore(tmp_path)
+    storage = StorageResource(base_uri=str(tmp_path))
+    instance = dg.DagsterInstance.ephemeral()
+
+    ctx = dg.build_sensor_context(instance=instance, resources={"storage": storage})
+    assert isinstance(landing_zone_sensor(ctx), dg.SkipReason)
+
+    _drop_landing_file(store, "2026-02-03")
+    ctx = dg.build_sensor_context(instance=instance, resources={"storage": storage})
+    requests = landing_zone_sensor(ctx)
+    assert [r.partition_key for r in requests] == ["2026-02-03"]
+    cursor = ctx.cursor
+
+    # Same file again (cursor kept) → nothing.
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+    assert isinstance(landing_zone_sensor(ctx), dg.SkipReason)
+
+    # Cursor lost: the request comes back with the same run key, which Dagster de-duplicates.
+    ctx = dg.build_sensor_context(instance=instance, resources={"storage": storage})
+    again = landing_zone_sensor(ctx)
+    assert again[0].run_key == requests[0].run_key
+
+    # A second file for the same day → a new request with a new run key.
+    _drop_landing_file(store, "2026-02-03", "more.jsonl")
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"storage": storage})
+    more = landing_zone_sensor(ctx)
+    assert [r.partition_key for r in more] == ["2026-02-03"]
+    assert more[0].run_key != requests[0].run_key
+    assert "more.jsonl" in more[0].run_key and "events.jsonl" not in more[0].run_key.split(":", 2)[2]
+
+
+def test_landing_sensor_ignores_temporary_files_and_days_outside_range(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_text("landing/events/date=2026-02-04/_tmp.jsonl", "{}")
+    store.write_text("landing/events/date=1999-01-01/events.jsonl", "{}")
+    store.write_text("landing/events/notadate/events.jsonl", "{}")
+    ctx = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources={"storage": StorageResource(base_uri=str(tmp_path))}
+    )
+    assert isinstance(landing_zone_sensor(ctx), dg.SkipReason)
+    assert "landing/events/date=1999-01-01/events.jsonl" in json.loads(ctx.cursor)
+
+
+def _report_state(instance, key: str, state: FreshnessState):
+    instance.report_runless_asset_event(
+        FreshnessStateChange(
+            key=dg.AssetKey(key),
+            previous_state=FreshnessState.UNKNOWN,
+            new_state=state,
+            state_change_timestamp=datetime.now(UTC).timestamp(),
+        )
+    )
+
+
+def test_freshness_sensor_requests_stale_assets_and_skips_fresh(defs):
+    instance = dg.DagsterInstance.ephemeral()
+    repo = defs.get_repository_def()
+    for key in FRESHNESS_POLICIES:
+        _report_state(instance, key, FreshnessState.PASS)
+    ctx = dg.build_sensor_context(instance=instance, repository_def=repo)
+    assert isinstance(freshness_sensor(ctx), dg.SkipReason)
+
+    _report_state(instance, "two_tower_model", FreshnessState.FAIL)
+    _report_state(instance, "raw_events", FreshnessState.WARN)
+    ctx = dg.build_sensor_context(instance=instance, repository_def=repo)
+    request = freshness_sensor(ctx)
+    assert isinstance(request, dg.RunRequest)
+    assert request.asset_selection == [dg.AssetKey("two_tower_model")]
+
+
+def test_retrain_on_cron_tick_then_downstream_eager(defs):
+    instance = dg.DagsterInstance.ephemeral()
+    model = dg.AssetKey("two_tower_model")
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+
+    before_tick = day + timedelta(hours=1)  # 01:00, retrain cron is 02:00
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=before_tick)
+    assert result.get_num_requested(model) == 0
+
+    # Upstream data arrives after the previous tick...
+    graph = defs.resolve_asset_graph()
+    for parent in graph.get(model).parent_keys:
+        partitions = graph.get(parent).partitions_def
+        pk = "2026-03-09" if partitions is not None else None
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=parent, partition=pk))
+    after_tick = day + timedelta(hours=2, minutes=5)
+    result = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=after_tick, cursor=result.cursor
+    )
+    assert result.get_num_requested(model) == 1
+
+    # Once the model is materialized the next evaluation requests what follows it eagerly.
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=model))
+    result = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=after_tick + timedelta(minutes=1), cursor=result.cursor
+    )
+    eager_children = [k for k in graph.get(model).child_keys if k.to_user_string() in AUTOMATION_CONDITIONS]
+    assert eager_children
+    assert all(result.get_num_requested(k) == 1 for k in eager_children)
+    assert result.get_num_requested(model) == 0

@@ -1,0 +1,120 @@
+"""Recent history per user: bounded length, TTL, LRU bound, ordering, seeding from the lake."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from relevance_service.user_state import HistoryEntry, InMemoryUserState, seed_from_lake
+
+NOW = 1_800_000_000.0
+
+
+def e(item: str, ts: float, ev: str = "view") -> HistoryEntry:
+    return HistoryEntry(item, ev, ts)
+
+
+def test_bounded_length_keeps_newest_in_time_order():
+    s = InMemoryUserState(max_len=3, ttl_s=1e9)
+    s.append("u", [e("a", NOW - 5), e("b", NOW - 4)], now=NOW)
+    s.append("u", [e("c", NOW - 3), e("d", NOW - 2)], now=NOW)
+    assert [x.item_id for x in s.get("u", now=NOW)] == ["b", "c", "d"]
+
+
+def test_out_of_order_batches_are_merged_by_time():
+    s = InMemoryUserState(max_len=4, ttl_s=1e9)
+    s.append("u", [e("new", NOW - 1)], now=NOW)
+    s.append("u", [e("old", NOW - 10), e("mid", NOW - 5)], now=NOW)
+    assert [x.item_id for x in s.get("u", now=NOW)] == ["old", "mid", "new"]
+
+
+def test_ttl_drops_old_entries_and_forgets_empty_users():
+    s = InMemoryUserState(max_len=10, ttl_s=100)
+    s.append("u", [e("old", NOW - 150), e("fresh", NOW - 50)], now=NOW)
+    assert [x.item_id for x in s.get("u", now=NOW)] == ["fresh"]  # expired on write
+    assert [x.item_id for x in s.get("u", now=NOW + 40)] == ["fresh"]
+    assert s.get("u", now=NOW + 60) == []  # expired on read
+    assert len(s) == 0
+
+
+def test_unknown_user_and_delete():
+    s = InMemoryUserState()
+    assert s.get("nobody") == []
+    s.append("u", [e("a", NOW)], now=NOW)
+    assert s.delete("u") is True and s.delete("u") is False
+    assert s.get("u", now=NOW) == []
+
+
+def test_lru_bound_on_number_of_users():
+    s = InMemoryUserState(max_users=2, ttl_s=1e9)
+    s.append("a", [e("x", NOW)], now=NOW)
+    s.append("b", [e("x", NOW)], now=NOW)
+    s.get("a", now=NOW)  # a is now most recently used
+    s.append("c", [e("x", NOW)], now=NOW)
+    assert len(s) == 2
+    assert s.get("b", now=NOW) == [] and s.get("a", now=NOW) and s.get("c", now=NOW)
+
+
+def test_invalid_configuration_is_refused():
+    with pytest.raises(ValueError):
+        InMemoryUserState(max_len=0)
+
+
+def test_concurrent_appends_lose_nothing_within_bounds():
+    s = InMemoryUserState(max_len=10_000, ttl_s=1e9)
+
+    def worker(w: int) -> None:
+        for i in range(500):
+            s.append("u", [e(f"{w}-{i}", NOW + w * 1000 + i)], now=NOW + 10_000)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = s.get("u", now=NOW + 10_000)
+    assert len(got) == 2000
+    assert [x.ts for x in got] == sorted(x.ts for x in got)
+
+
+def test_seed_from_lake_reads_newest_sessions_partitions(store):
+    now = datetime.now(UTC).replace(microsecond=0)
+    schema = pa.schema(
+        [
+            ("session_key", pa.string()),
+            ("user_id", pa.string()),
+            ("item_ids", pa.list_(pa.string())),
+            ("event_types", pa.list_(pa.string())),
+            ("timestamps", pa.list_(pa.timestamp("us", tz="UTC"))),
+        ]
+    )
+
+    def part(date: str, rows: list[tuple]) -> None:
+        t = pa.Table.from_pylist(
+            [
+                {"session_key": f"{u}-{date}", "user_id": u, "item_ids": items, "event_types": evs, "timestamps": ts}
+                for u, items, evs, ts in rows
+            ],
+            schema=schema,
+        )
+        d = store.local_dir(f"lake/sessions/date={date}")
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, d / "part-0.parquet")
+
+    t1, t2 = now - timedelta(hours=2), now - timedelta(hours=1)
+    part("2026-01-01", [("old-user", ["z"], ["view"], [t1])])  # outside the last `days` partitions
+    part("2026-01-02", [("u1", ["a", "b"], ["view", "purchase"], [t1, t1 + timedelta(seconds=5)])])
+    part("2026-01-03", [("u1", ["c"], ["click"], [t2]), (None, ["anon"], ["view"], [t2])])
+    s = InMemoryUserState(ttl_s=86400)
+    n = seed_from_lake(s, store, days=2)
+    assert n == 1
+    assert [(x.item_id, x.event_type) for x in s.get("u1")] == [("a", "view"), ("b", "purchase"), ("c", "click")]
+    assert s.get("old-user") == []
+
+
+def test_seed_from_empty_lake_seeds_nothing(store):
+    assert seed_from_lake(InMemoryUserState(), store) == 0
