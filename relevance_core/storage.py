@@ -3,9 +3,11 @@
 Writers never expose half-written data:
 - ``write_bytes`` on a local disk writes a temporary file and renames it; on S3 a PUT is atomic per object.
 - ``replace_dir`` publishes a whole directory (a partition, a bundle). Locally the new directory is
-  renamed into place. On S3, which has no rename, files go under a fresh versioned sub-prefix and a small
-  ``_CURRENT`` pointer object is written last; ``resolve_dir`` follows it. Readers therefore always see
-  either the old directory or the new one, never a mix.
+  swapped with the old one in one ``renameat2(RENAME_EXCHANGE)`` (two renames where that is
+  unavailable), so the path never goes missing. On S3, which has no rename, files go under a fresh
+  versioned sub-prefix and a small ``_CURRENT`` pointer object is written last; ``resolve_dir`` follows it.
+  Both keep the version just superseded (hidden) until the next replace, so a reader that opened/resolved
+  it a moment ago can finish. Readers therefore always see either the old directory or the new one.
 
 Engines that need files on disk (Spark without s3a jars, DuckDB, FAISS) call ``local_dir``, which is the
 directory itself for a local store and a downloaded copy for S3.
@@ -94,6 +96,27 @@ class ArtifactStore(ABC):
         return bool(self.list(prefix))
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader of ``b`` never
+    finds it missing between "move the old one away" and "move the new one in". False where the call is
+    unavailable (other OS, old glibc, a filesystem without support): the caller falls back to two renames.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
 class LocalStore(ArtifactStore):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
@@ -139,8 +162,11 @@ class LocalStore(ArtifactStore):
             return [_clean_key(prefix)]
         out = []
         for p in base.rglob("*"):
-            if p.is_file() and not p.name.startswith("."):
-                out.append(p.relative_to(self.root).as_posix())
+            rel = p.relative_to(self.root)
+            # Hidden components are temporaries: a write's temp file, or a directory being published or
+            # retired by replace_dir; listing them would show a half-written partition as data.
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+                out.append(rel.as_posix())
         return sorted(out)
 
     def delete(self, key: str) -> None:
@@ -163,6 +189,14 @@ class LocalStore(ArtifactStore):
         token = uuid.uuid4().hex[:8]
         staging = target.parent / f".{target.name}.new-{token}"
         shutil.copytree(local_dir, staging)
+        if target.exists() and _exchange(staging, target):
+            # staging now holds the previous version. Like S3, keep it (hidden) until the next replace: a
+            # reader that opened the old directory a moment ago can finish listing and reading it.
+            previous = target.parent / f".{target.name}.previous"
+            if previous.exists():
+                shutil.rmtree(previous, ignore_errors=True)
+            os.rename(staging, previous)
+            return
         old = target.parent / f".{target.name}.old-{token}"
         if target.exists():
             os.rename(target, old)
@@ -258,12 +292,13 @@ class S3Store(ArtifactStore):
         for p in sorted(local_dir.rglob("*")):
             if p.is_file():
                 rel = p.relative_to(local_dir).as_posix()
-                self._call(
-                    self.client.upload_file, str(p), self.bucket, self._k(f"{prefix}/{version}/{rel}")
-                )
+                self._call(self.client.upload_file, str(p), self.bucket, self._k(f"{prefix}/{version}/{rel}"))
         self.write_text(f"{prefix}/{CURRENT_POINTER}", version)
-        if old:
-            self.delete_prefix(f"{prefix}/{old}")
+        # Keep the version just superseded: a reader that resolved the pointer a moment ago is still reading
+        # it. Anything older has had a whole replace cycle to finish and goes.
+        for name in self.list_dirs(prefix):
+            if name.startswith("_v=") and name not in (version, old):
+                self.delete_prefix(f"{prefix}/{name}")
 
     def _current_version(self, prefix: str) -> str | None:
         try:
@@ -299,7 +334,9 @@ def store_from_uri(uri: str, *, s3_client: Any = None, endpoint_url: str | None 
         if s3_client is None:
             import boto3
 
-            s3_client = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("RELEVANCE_S3_ENDPOINT"))
+            s3_client = boto3.client(
+                "s3", endpoint_url=endpoint_url or os.environ.get("RELEVANCE_S3_ENDPOINT")
+            )
         return S3Store(s3_client, bucket, prefix)
     if uri.startswith("file://"):
         uri = uri[7:]

@@ -153,6 +153,12 @@ def create_app(
 
     settings = settings or get_settings()
     settings.check_startable()
+    if not log.handlers and not logging.getLogger().handlers:
+        # under uvicorn only its own loggers are configured; make ours visible too
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     if settings.dev_mode and settings.write_endpoints and not settings.api_token:
         log.warning("DEV MODE: write and admin endpoints are open to anyone (no RELEVANCE_API_TOKEN)")
     service = Service(settings, store=store, user_state=user_state)

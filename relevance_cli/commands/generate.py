@@ -15,19 +15,31 @@ def register(subparsers) -> None:
         help="write a synthetic marketplace (catalog + daily events) into the landing zone",
         description=__doc__,
     )
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="size and noise preset (default: demo)")
-    p.add_argument("--out", default=None, help="store URI: a directory or s3://bucket/prefix (default: RELEVANCE_HOME)")
+    p.add_argument(
+        "--preset", default="demo", choices=sorted(PRESETS), help="size and noise preset (default: demo)"
+    )
+    p.add_argument(
+        "--out", default=None, help="store URI: a directory or s3://bucket/prefix (default: RELEVANCE_HOME)"
+    )
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--format", dest="fmt", choices=["csv", "jsonl", "parquet", "mixed"], default=None,
-                   help="event file format; mixed cycles csv, jsonl, parquet day by day")
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["csv", "jsonl", "parquet", "mixed"],
+        default=None,
+        help="event file format; mixed cycles csv, jsonl, parquet day by day",
+    )
     p.add_argument("--catalog-format", choices=["csv", "jsonl", "parquet"], default=None)
     p.add_argument("--items", type=int, default=None, help="catalog size")
     p.add_argument("--users", type=int, default=None)
     p.add_argument("--events", type=int, default=None, help="exact number of valid event rows")
     p.add_argument("--days", type=int, default=None)
     p.add_argument("--start-date", default=None, help="first day, YYYY-MM-DD, not before 2026-01-01")
-    p.add_argument("--clean", action="store_true",
-                   help="remove landing/events, landing/catalog and generator_truth before writing")
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove landing/events, landing/catalog and generator_truth before writing",
+    )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=run)
 
@@ -56,11 +68,17 @@ def run(args: argparse.Namespace) -> int:
     first, last = report.days[0].date, report.days[-1].date
     formats = ",".join(sorted({d.format for d in report.days}))
     print(f"wrote a synthetic marketplace to {report.base_uri} in {report.seconds:.1f} s")
-    print(f"  catalog   {report.items:,} items ({report.items_new_in_window:,} listed during the window, "
-          f"{report.items_sold:,} sold) -> {report.catalog_key}")
-    print(f"  events    {report.events:,} in {len(report.days)} days {first}..{last} ({formats}), "
-          f"{report.sessions:,} sessions, {report.users:,} users")
-    print(f"  noise     {report.duplicates_injected:,} duplicates, {report.bot_events:,} bot events "
-          f"({report.bots} bots), {report.malformed_injected:,} malformed lines")
+    print(
+        f"  catalog   {report.items:,} items ({report.items_new_in_window:,} listed during the window, "
+        f"{report.items_sold:,} sold) -> {report.catalog_key}"
+    )
+    print(
+        f"  events    {report.events:,} in {len(report.days)} days {first}..{last} ({formats}), "
+        f"{report.sessions:,} sessions, {report.users:,} users"
+    )
+    print(
+        f"  noise     {report.duplicates_injected:,} duplicates, {report.bot_events:,} bot events "
+        f"({report.bots} bots), {report.malformed_injected:,} malformed lines"
+    )
     print(f"  truth     {', '.join(report.truth_keys)}")
     return 0

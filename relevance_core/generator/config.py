@@ -74,7 +74,9 @@ class MarketplaceConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.start_day < EARLIEST_START:
             raise ValueError(f"start_date {self.start_date} is before {EARLIEST_START} (first partition)")
         if self.new_items_per_day * self.n_days > 0.6:
-            raise ValueError("new_items_per_day * n_days must leave most of the catalog pre-existing (<= 0.6)")
+            raise ValueError(
+                "new_items_per_day * n_days must leave most of the catalog pre-existing (<= 0.6)"
+            )
         for name in (
             "single_quantity_share",
             "preferred_category_rate",

@@ -12,8 +12,20 @@ import json
 
 import numpy as np
 
-CSV_KINDS: tuple[str, ...] = ("bad_timestamp", "unknown_event_type", "empty_item_id", "wrong_column_count", "non_utf8")
-JSONL_KINDS: tuple[str, ...] = ("bad_timestamp", "unknown_event_type", "empty_item_id", "broken_json", "non_utf8")
+CSV_KINDS: tuple[str, ...] = (
+    "bad_timestamp",
+    "unknown_event_type",
+    "empty_item_id",
+    "wrong_column_count",
+    "non_utf8",
+)
+JSONL_KINDS: tuple[str, ...] = (
+    "bad_timestamp",
+    "unknown_event_type",
+    "empty_item_id",
+    "broken_json",
+    "non_utf8",
+)
 
 BAD_TIMESTAMPS = ("2026-13-45T25:61:00Z", "not-a-timestamp", "yesterday at noon", "20260105-12:00")
 UNKNOWN_EVENT_TYPES = ("teleport", "page_scroll", "hover", "wishlist_share")
@@ -21,7 +33,14 @@ NON_UTF8 = b"\xff\xfe\xc3("
 
 
 def _row_values(row: dict) -> list[str | None]:
-    return [row["user_id"], row["session_id"], row["item_id"], row["event_type"], row["timestamp"], row["device_type"]]
+    return [
+        row["user_id"],
+        row["session_id"],
+        row["item_id"],
+        row["event_type"],
+        row["timestamp"],
+        row["device_type"],
+    ]
 
 
 def csv_line(row: dict, kind: str, rng: np.random.Generator) -> bytes:
@@ -36,7 +55,14 @@ def csv_line(row: dict, kind: str, rng: np.random.Generator) -> bytes:
     elif kind == "wrong_column_count":
         values = values[:-2] if rng.random() < 0.5 else [*values, "extra"]
     elif kind == "non_utf8":
-        return ",".join(values[:2]).encode() + b"," + values[2].encode() + NON_UTF8 + b"," + ",".join(values[3:]).encode()
+        return (
+            ",".join(values[:2]).encode()
+            + b","
+            + values[2].encode()
+            + NON_UTF8
+            + b","
+            + ",".join(values[3:]).encode()
+        )
     else:
         raise ValueError(kind)
     return ",".join(values).encode()
@@ -65,9 +91,7 @@ def jsonl_line(row: dict, kind: str, rng: np.random.Generator) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def inject(
-    body: bytes, line_starts: np.ndarray, bad_lines: list[bytes], rng: np.random.Generator
-) -> bytes:
+def inject(body: bytes, line_starts: np.ndarray, bad_lines: list[bytes], rng: np.random.Generator) -> bytes:
     """Insert ``bad_lines`` at random line boundaries of ``body`` (``line_starts``: byte offset of each
     line plus the end), keeping every valid line intact."""
     if not bad_lines:

@@ -94,14 +94,6 @@ def take_strings(values: list[str] | tuple[str, ...], codes: np.ndarray) -> pa.A
     return pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.string())
 
 
-def take_array(values: pa.Array, codes: np.ndarray) -> pa.Array:
-    """Like ``take_strings`` for an Arrow array of any size (ids), negative code = null."""
-    codes = np.asarray(codes)
-    mask = codes < 0
-    indices = pa.array(np.where(mask, 0, codes).astype(np.int64), mask=mask if mask.any() else None)
-    return pc.take(values, indices)
-
-
 def join(*parts, null_as: str | None = None) -> pa.Array:
     """Element-wise concatenation of arrays and literal strings; a null part makes the row null
     (or ``null_as``)."""
@@ -112,15 +104,3 @@ def join(*parts, null_as: str | None = None) -> pa.Array:
 def quoted_or_null(arr: pa.Array) -> pa.Array:
     """A JSON string value (ids and vocabulary need no escaping) or the literal ``null``."""
     return join('"', arr, '"', null_as="null")
-
-
-def concat_lines(lines: pa.Array) -> bytes:
-    """The UTF-8 bytes of ``lines`` joined with ``\\n`` (each followed by one), without a Python loop."""
-    arr = join(lines, "\n")
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = arr.cast(pa.large_string()) if len(arr) else arr
-    if len(arr) == 0:
-        return b""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    return arr.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]

@@ -97,7 +97,9 @@ def simulate_events(cfg: MarketplaceConfig):
 
     n_dup = int(round(cfg.duplicate_rate * cfg.n_events))
     n_base = cfg.n_events - n_dup
-    bots = simulate_bots(cfg, catalog, users, rngs["bots"], int(round(cfg.bot_event_share * cfg.n_events)), t0)
+    bots = simulate_bots(
+        cfg, catalog, users, rngs["bots"], int(round(cfg.bot_event_share * cfg.n_events)), t0
+    )
 
     sim = SessionSimulator(cfg, catalog, users, t0)
     per_session = sim.expected_events_per_session()

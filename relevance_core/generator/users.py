@@ -56,9 +56,13 @@ class Users:
                 "preferred_categories": pa.ListArray.from_arrays(offsets, take_strings(cat_names, flat_cats)),
                 "preferred_brands": pa.ListArray.from_arrays(offsets, take_strings(brands, flat_groups)),
                 "price_band": take_strings(band_names, np.concatenate([self.price_band, bots])),
-                "price_quantile": pa.array(np.concatenate([self.price_q, np.full(b, np.nan, np.float32)]), from_pandas=True),
+                "price_quantile": pa.array(
+                    np.concatenate([self.price_q, np.full(b, np.nan, np.float32)]), from_pandas=True
+                ),
                 "home_location": take_strings(V.CITIES, np.concatenate([self.home, bots])),
-                "device_type": take_strings(V.DEVICE_TYPES, np.concatenate([self.device, np.ones(b, np.int8)])),
+                "device_type": take_strings(
+                    V.DEVICE_TYPES, np.concatenate([self.device, np.ones(b, np.int8)])
+                ),
                 "activity": pa.array(np.concatenate([self.activity, np.full(b, np.nan)]), from_pandas=True),
                 "n_events": pa.array(n_events_per_user.astype(np.int64)),
             }

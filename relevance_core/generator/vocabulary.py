@@ -41,7 +41,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Electronics",
         "Phone Accessories",
-        (("Cases", "Case"), ("Chargers", "Charger"), ("Screen Protectors", "Screen Protector"), ("Earbuds", "Earbuds")),
+        (
+            ("Cases", "Case"),
+            ("Chargers", "Charger"),
+            ("Screen Protectors", "Screen Protector"),
+            ("Earbuds", "Earbuds"),
+        ),
         ("Anker", "Belkin", "Spigen", "OtterBox", "JBL", "Samsung", "Apple", "Ugreen"),
         ("USB-C", "MagSafe", "Wireless", "Fast Charge", "Shockproof", "Slim"),
         25.0,
@@ -78,7 +83,16 @@ CATEGORIES: tuple[Category, ...] = (
         "Fashion",
         "Men's Clothing",
         (("Shirts", "Shirt"), ("Jeans", "Jeans"), ("Jackets", "Jacket"), ("Suits", "Suit")),
-        ("Levi's", "Uniqlo", "Hugo Boss", "Tommy Hilfiger", "Ralph Lauren", "H&M", "Jack & Jones", "Carhartt"),
+        (
+            "Levi's",
+            "Uniqlo",
+            "Hugo Boss",
+            "Tommy Hilfiger",
+            "Ralph Lauren",
+            "H&M",
+            "Jack & Jones",
+            "Carhartt",
+        ),
         ("Size M", "Size L", "Slim Fit", "Cotton", "Wool", "Denim"),
         45.0,
         "Men's Shoes",
@@ -95,7 +109,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Fashion",
         "Men's Shoes",
-        (("Sneakers", "Sneakers"), ("Boots", "Boots"), ("Loafers", "Loafers"), ("Running Shoes", "Running Shoes")),
+        (
+            ("Sneakers", "Sneakers"),
+            ("Boots", "Boots"),
+            ("Loafers", "Loafers"),
+            ("Running Shoes", "Running Shoes"),
+        ),
         ("Nike", "Adidas", "New Balance", "Timberland", "Clarks", "Puma", "Asics", "Vans"),
         ("Size 43", "Size 44", "Leather", "Gore-Tex", "Lightweight", "Retro"),
         80.0,
@@ -122,7 +141,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Home & Garden",
         "Kitchen",
-        (("Cookware", "Pan"), ("Coffee Machines", "Coffee Machine"), ("Knives", "Knife"), ("Blenders", "Blender")),
+        (
+            ("Cookware", "Pan"),
+            ("Coffee Machines", "Coffee Machine"),
+            ("Knives", "Knife"),
+            ("Blenders", "Blender"),
+        ),
         ("Le Creuset", "De'Longhi", "Nespresso", "KitchenAid", "Tefal", "WMF", "Zwilling", "Smeg"),
         ("Cast Iron", "Stainless Steel", "Non-Stick", "Espresso", "1.5L", "Induction"),
         90.0,
@@ -131,7 +155,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Home & Garden",
         "Garden",
-        (("Lawn Mowers", "Lawn Mower"), ("Garden Tools", "Garden Tool"), ("Planters", "Planter"), ("BBQs", "BBQ")),
+        (
+            ("Lawn Mowers", "Lawn Mower"),
+            ("Garden Tools", "Garden Tool"),
+            ("Planters", "Planter"),
+            ("BBQs", "BBQ"),
+        ),
         ("Bosch", "Gardena", "Husqvarna", "Makita", "Fiskars", "Stihl", "Weber", "Keter"),
         ("Cordless", "Electric", "Petrol", "Galvanised", "Charcoal", "Gas"),
         120.0,
@@ -140,7 +169,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Sports & Outdoors",
         "Bicycles",
-        (("Road Bikes", "Road Bike"), ("Mountain Bikes", "Mountain Bike"), ("City Bikes", "City Bike"), ("E-Bikes", "E-Bike")),
+        (
+            ("Road Bikes", "Road Bike"),
+            ("Mountain Bikes", "Mountain Bike"),
+            ("City Bikes", "City Bike"),
+            ("E-Bikes", "E-Bike"),
+        ),
         ("Trek", "Specialized", "Giant", "Cannondale", "Cube", "Scott", "Brompton", "Canyon"),
         ("Carbon", "Aluminium", "Frame M", "Frame L", "Shimano 105", "Hydraulic Brakes"),
         700.0,
@@ -158,7 +192,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Sports & Outdoors",
         "Fitness",
-        (("Dumbbells", "Dumbbell Set"), ("Yoga Mats", "Yoga Mat"), ("Treadmills", "Treadmill"), ("Kettlebells", "Kettlebell")),
+        (
+            ("Dumbbells", "Dumbbell Set"),
+            ("Yoga Mats", "Yoga Mat"),
+            ("Treadmills", "Treadmill"),
+            ("Kettlebells", "Kettlebell"),
+        ),
         ("Decathlon", "Reebok", "Bowflex", "Technogym", "Manduka", "Domyos", "Kettler", "NordicTrack"),
         ("Adjustable", "20kg", "Non-Slip", "Foldable", "Cast Iron", "6mm"),
         90.0,
@@ -167,7 +206,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Sports & Outdoors",
         "Camping & Hiking",
-        (("Tents", "Tent"), ("Backpacks", "Backpack"), ("Sleeping Bags", "Sleeping Bag"), ("Hiking Boots", "Hiking Boots")),
+        (
+            ("Tents", "Tent"),
+            ("Backpacks", "Backpack"),
+            ("Sleeping Bags", "Sleeping Bag"),
+            ("Hiking Boots", "Hiking Boots"),
+        ),
         ("The North Face", "Patagonia", "Salomon", "Osprey", "Vaude", "Jack Wolfskin", "Deuter", "Columbia"),
         ("2-Person", "40L", "Waterproof", "Ultralight", "3-Season", "Gore-Tex"),
         110.0,
@@ -185,7 +229,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Toys & Games",
         "Board Games",
-        (("Strategy Games", "Strategy Game"), ("Party Games", "Party Game"), ("Puzzles", "Puzzle"), ("Card Games", "Card Game")),
+        (
+            ("Strategy Games", "Strategy Game"),
+            ("Party Games", "Party Game"),
+            ("Puzzles", "Puzzle"),
+            ("Card Games", "Card Game"),
+        ),
         ("Hasbro", "Ravensburger", "Asmodee", "Kosmos", "Mattel", "Days of Wonder", "Z-Man", "Haba"),
         ("2-4 Players", "Family", "1000 Pieces", "Expansion", "Cooperative", "Ages 8+"),
         30.0,
@@ -194,7 +243,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Toys & Games",
         "Video Games",
-        (("PlayStation Games", "PS5 Game"), ("Xbox Games", "Xbox Game"), ("Nintendo Games", "Switch Game"), ("PC Games", "PC Game")),
+        (
+            ("PlayStation Games", "PS5 Game"),
+            ("Xbox Games", "Xbox Game"),
+            ("Nintendo Games", "Switch Game"),
+            ("PC Games", "PC Game"),
+        ),
         ("Nintendo", "Sony", "Microsoft", "Ubisoft", "EA", "Activision", "Capcom", "Square Enix"),
         ("Sealed", "Collector's Edition", "RPG", "Racing", "Shooter", "Multiplayer"),
         40.0,
@@ -203,7 +257,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Toys & Games",
         "Consoles",
-        (("Home Consoles", "Console"), ("Handheld Consoles", "Handheld Console"), ("Controllers", "Controller"), ("VR Headsets", "VR Headset")),
+        (
+            ("Home Consoles", "Console"),
+            ("Handheld Consoles", "Handheld Console"),
+            ("Controllers", "Controller"),
+            ("VR Headsets", "VR Headset"),
+        ),
         ("Sony", "Microsoft", "Nintendo", "Valve", "Meta", "8BitDo", "Razer", "Logitech"),
         ("1TB", "Digital Edition", "OLED", "Wireless", "Bundle", "Boxed"),
         300.0,
@@ -212,7 +271,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Baby & Kids",
         "Strollers",
-        (("Pushchairs", "Pushchair"), ("Travel Systems", "Travel System"), ("Buggies", "Buggy"), ("Prams", "Pram")),
+        (
+            ("Pushchairs", "Pushchair"),
+            ("Travel Systems", "Travel System"),
+            ("Buggies", "Buggy"),
+            ("Prams", "Pram"),
+        ),
         ("Bugaboo", "Cybex", "Joolz", "Maxi-Cosi", "Stokke", "Babyzen", "Thule", "Britax"),
         ("Foldable", "All-Terrain", "Lightweight", "Reversible Seat", "Rain Cover", "Newborn"),
         350.0,
@@ -221,7 +285,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Baby & Kids",
         "Car Seats",
-        (("Infant Seats", "Infant Seat"), ("Convertible Seats", "Convertible Seat"), ("Booster Seats", "Booster Seat"), ("Isofix Bases", "Isofix Base")),
+        (
+            ("Infant Seats", "Infant Seat"),
+            ("Convertible Seats", "Convertible Seat"),
+            ("Booster Seats", "Booster Seat"),
+            ("Isofix Bases", "Isofix Base"),
+        ),
         ("Maxi-Cosi", "Cybex", "Britax", "Joie", "Recaro", "Römer", "BeSafe", "Chicco"),
         ("Isofix", "i-Size", "Rear-Facing", "Group 0+", "Group 1", "Swivel"),
         180.0,
@@ -230,7 +299,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Baby & Kids",
         "Kids' Clothing",
-        (("Bodysuits", "Bodysuit"), ("Kids' Jackets", "Kids' Jacket"), ("Kids' Shoes", "Kids' Shoes"), ("Pyjamas", "Pyjamas")),
+        (
+            ("Bodysuits", "Bodysuit"),
+            ("Kids' Jackets", "Kids' Jacket"),
+            ("Kids' Shoes", "Kids' Shoes"),
+            ("Pyjamas", "Pyjamas"),
+        ),
         ("Petit Bateau", "H&M", "Zara Kids", "Name It", "Mini Rodini", "Joha", "Hust & Claire", "Next"),
         ("Size 86", "Size 104", "Organic Cotton", "Merino", "Set of 3", "Waterproof"),
         20.0,
@@ -239,7 +313,12 @@ CATEGORIES: tuple[Category, ...] = (
     Category(
         "Baby & Kids",
         "Nursery",
-        (("Cots", "Cot"), ("Changing Tables", "Changing Table"), ("Baby Monitors", "Baby Monitor"), ("High Chairs", "High Chair")),
+        (
+            ("Cots", "Cot"),
+            ("Changing Tables", "Changing Table"),
+            ("Baby Monitors", "Baby Monitor"),
+            ("High Chairs", "High Chair"),
+        ),
         ("Stokke", "IKEA", "Leander", "Philips Avent", "Nanit", "Chicco", "Joie", "Cybex"),
         ("Convertible", "Beech", "Video", "Adjustable", "White", "Wi-Fi"),
         150.0,
@@ -262,7 +341,18 @@ ADJECTIVES: tuple[str, ...] = (
     "Durable",
 )
 
-COLORS: tuple[str, ...] = ("Black", "White", "Silver", "Blue", "Red", "Green", "Grey", "Beige", "Navy", "Pink")
+COLORS: tuple[str, ...] = (
+    "Black",
+    "White",
+    "Silver",
+    "Blue",
+    "Red",
+    "Green",
+    "Grey",
+    "Beige",
+    "Navy",
+    "Pink",
+)
 
 #: condition code -> (canonical value, how a seller phrases it, price multiplier against new)
 CONDITIONS: tuple[tuple[str, str, float], ...] = (

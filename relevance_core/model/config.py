@@ -19,7 +19,7 @@ class TwoTowerConfig:
     #: width of each categorical / id / title embedding inside the item tower
     emb_dim: int = 32
     #: hidden width of the item tower's MLP and of the user tower's sequence encoder
-    hidden: int = 128
+    hidden: int = 64
     #: last L interactions the user tower reads (the Spark job keeps at most this many)
     history_length: int = 20
     #: "transformer" (causal, default: it beat mean pooling on generated data, see docs/benchmarks.md) or "mean"

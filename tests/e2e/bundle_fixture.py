@@ -32,8 +32,8 @@ TINY_MODEL = dict(
     hidden=32,
     n_layers=1,
     n_heads=2,
-    max_epochs=3,
-    patience=3,
+    max_epochs=1,
+    patience=1,
     batch_size=128,
     progress_bar=False,
     deterministic=True,
@@ -87,8 +87,14 @@ def trained_model(seed: int = 0, *, root: Path | None = None) -> TrainedModel:
     return tm
 
 
-def assemble(model: TrainedModel, dest: Path | None = None, *, version: str | None = None) -> tuple[Path, B.Manifest]:
-    """A complete, finalised bundle directory from a trained model (not published)."""
+def assemble(
+    model: TrainedModel, dest: Path | None = None, *, version: str | None = None, promotions: dict | None = None
+) -> tuple[Path, B.Manifest]:
+    """A complete, finalised bundle directory from a trained model (not published).
+
+    ``promotions`` adds the optional ``promotions.json`` (e.g. ``{"items": {"i00001": 1.0}}``): bundles
+    from one trained model that still answer differently, which is what the hot-reload test needs to
+    tell versions apart without training a model per version."""
     from relevance_core.index import build_index
     from relevance_core.publishing import assemble_bundle
 
@@ -104,12 +110,19 @@ def assemble(model: TrainedModel, dest: Path | None = None, *, version: str | No
         version=version,
         data={"source": "tests/e2e/bundle_fixture.py", "seed": model.seed},
     )
+    if promotions is not None:
+        import json
+
+        (dest / "promotions.json").write_text(json.dumps(promotions))
+        manifest = B.finalize_manifest(dest, manifest)
     return dest, manifest
 
 
-def publish_bundle(store: ArtifactStore, seed: int = 0, *, version: str | None = None) -> B.Manifest:
+def publish_bundle(
+    store: ArtifactStore, seed: int = 0, *, version: str | None = None, promotions: dict | None = None
+) -> B.Manifest:
     """Assemble and publish (LATEST moves) a bundle from the cached model of ``seed``."""
-    path, _ = assemble(trained_model(seed), version=version)
+    path, _ = assemble(trained_model(seed), version=version, promotions=promotions)
     try:
         return B.publish(store, path)
     finally:

@@ -29,7 +29,13 @@ from relevance_core.generator import (
     write_marketplace,
 )
 from relevance_core.generator import vocabulary as V
-from relevance_core.schemas import EVENT_ARROW_SCHEMA, EVENT_COLUMNS, EVENT_TYPES, ITEM_ARROW_SCHEMA, ITEM_COLUMNS
+from relevance_core.schemas import (
+    EVENT_ARROW_SCHEMA,
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    ITEM_ARROW_SCHEMA,
+    ITEM_COLUMNS,
+)
 from relevance_core.storage import LocalStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,7 +286,9 @@ def _valid_jsonl(line: bytes) -> bool:
         obj = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return bool(obj.get("item_id")) and obj.get("event_type") in ACTIONS and bool(ISO_MS.match(obj["timestamp"]))
+    return (
+        bool(obj.get("item_id")) and obj.get("event_type") in ACTIONS and bool(ISO_MS.match(obj["timestamp"]))
+    )
 
 
 def test_written_landing_zone_accounts_for_every_row(tiny, tmp_path):
@@ -291,7 +299,12 @@ def test_written_landing_zone_accounts_for_every_row(tiny, tmp_path):
     assert sum(d.events for d in report.days) == report.events == events.num_rows
     assert sum(d.duplicates for d in report.days) == report.duplicates_injected
     assert report.malformed_injected == sum(report.malformed_by_kind.values()) > 0
-    assert set(report.malformed_by_kind) >= {"bad_timestamp", "unknown_event_type", "empty_item_id", "non_utf8"}
+    assert set(report.malformed_by_kind) >= {
+        "bad_timestamp",
+        "unknown_event_type",
+        "empty_item_id",
+        "non_utf8",
+    }
     offset = 0
     for day in report.days:
         data = store.read_bytes(day.key)
@@ -312,7 +325,9 @@ def test_written_landing_zone_accounts_for_every_row(tiny, tmp_path):
         assert len(lines) - len(good) == sum(day.malformed.values()) > 0
         assert len(good) == day.events
         # The valid lines are exactly the day's events, timestamps included.
-        stamps = [json.loads(g)["timestamp"] if day.format == "jsonl" else g.decode().split(",")[4] for g in good]
+        stamps = [
+            json.loads(g)["timestamp"] if day.format == "jsonl" else g.decode().split(",")[4] for g in good
+        ]
         want = pc.strftime(expected["timestamp"], format="%Y-%m-%dT%H:%M:%S").to_pylist()
         assert stamps == [w[:23] + "Z" for w in want]
     assert offset == events.num_rows
@@ -349,7 +364,12 @@ def test_config_guards_and_presets():
         preset("nope")
     assert PRESETS["bench"].n_items == 1_000_000 and PRESETS["bench"].n_events == 10_000_000
     assert preset("demo", seed=3).seed == 3 and preset("demo").seed == PRESETS["demo"].seed
-    assert [TINY.replace(format="mixed").day_format(d) for d in range(4)] == ["csv", "jsonl", "parquet", "csv"]
+    assert [TINY.replace(format="mixed").day_format(d) for d in range(4)] == [
+        "csv",
+        "jsonl",
+        "parquet",
+        "csv",
+    ]
 
 
 def test_cli_generate_writes_the_landing_zone(tmp_path):
@@ -358,7 +378,11 @@ def test_cli_generate_writes_the_landing_zone(tmp_path):
     args = ["generate", "--preset", "tiny", "--out", str(out), "--days", "2", "--events", "2000",
             "--format", "csv", "--catalog-format", "jsonl", "--json"]  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-m", "relevance_cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "relevance_cli.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)

@@ -4,9 +4,13 @@ what depends on it until a person looks."""
 
 import dagster as dg
 
-from relevance_assets.defs.ingestion.assets import QUARANTINE_RATE, ROWS_IN, items, raw_events
+from relevance_assets.defs.ingestion.assets import QUARANTINE_RATE, ROWS_IN
 from relevance_assets.partitions import daily_partitions
 
+# Asset keys, not the AssetsDefinitions: a module-level import of those would make the defs-folder loader
+# find each asset twice.
+RAW_EVENTS = dg.AssetKey("raw_events")
+ITEMS = dg.AssetKey("items")
 RAW_EVENTS_QUARANTINE_CHECK = "quarantine_rate_below_threshold"
 ITEMS_QUARANTINE_CHECK = "quarantine_rate_below_threshold"
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
@@ -49,7 +53,7 @@ def _evaluate(metadata: dict, threshold: float, what: str) -> dg.AssetCheckResul
 
 
 @dg.asset_check(
-    asset=raw_events,
+    asset=RAW_EVENTS,
     name=RAW_EVENTS_QUARANTINE_CHECK,
     blocking=True,
     partitions_def=daily_partitions,
@@ -59,12 +63,12 @@ def raw_events_quarantine_rate(
     context: dg.AssetCheckExecutionContext, config: QuarantineRateConfig
 ) -> dg.AssetCheckResult:
     partition = context.partition_key if context.has_partition_key else None
-    metadata = _latest_metadata(context.instance, raw_events.key, partition)
+    metadata = _latest_metadata(context.instance, RAW_EVENTS, partition)
     return _evaluate(metadata, config.max_quarantine_rate, f"raw_events {partition or ''}".strip())
 
 
 @dg.asset_check(
-    asset=items,
+    asset=ITEMS,
     name=ITEMS_QUARANTINE_CHECK,
     blocking=True,
     description="Fails when the catalog's quarantined share of rows passes max_quarantine_rate (default 5%).",
@@ -72,4 +76,4 @@ def raw_events_quarantine_rate(
 def items_quarantine_rate(
     context: dg.AssetCheckExecutionContext, config: QuarantineRateConfig
 ) -> dg.AssetCheckResult:
-    return _evaluate(_latest_metadata(context.instance, items.key, None), config.max_quarantine_rate, "items")
+    return _evaluate(_latest_metadata(context.instance, ITEMS, None), config.max_quarantine_rate, "items")

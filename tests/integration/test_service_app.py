@@ -1,0 +1,366 @@
+"""The recommendation API in-process (Litestar ``TestClient`` as a context manager runs the lifespan), with
+a real bundle (tests/e2e/bundle_fixture.py: real training, export, FAISS, publishing)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+
+from e2e.bundle_fixture import publish_bundle, publish_corrupt, trained_model
+from relevance_core.storage import LocalStore
+from relevance_service.app import create_app
+from relevance_service.settings import ServiceSettings, SettingsError
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return trained_model(0, root=tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture()
+def home(tmp_path, model) -> LocalStore:
+    store = LocalStore(tmp_path / "home")
+    publish_bundle(store, 0)
+    return store
+
+
+def settings_for(store: LocalStore, **over) -> ServiceSettings:
+    base = dict(
+        home=str(store.root),
+        api_token=TOKEN,
+        poll_interval_s=3600,  # tests reload explicitly
+        landing_flush_s=0.1,
+        state_ttl_s=1e10,
+        seed_from_lake=False,
+        pseudonym_key="test-key",
+    )
+    base.update(over)
+    return ServiceSettings(**base)
+
+
+@pytest.fixture()
+def client(home):
+    with TestClient(app=create_app(settings_for(home))) as c:
+        yield c
+
+
+def item_row(model, item_id: str) -> dict:
+    return model.items.set_index("item_id").loc[item_id].to_dict()
+
+
+def a_user_history(model, n: int = 6) -> tuple[str, list[str]]:
+    """A real user's last items from the training data (so the model knows them)."""
+    pairs = model.pairs.to_pylist()
+    last = pairs[-1]
+    return last["user_id"], last["hist_item_ids"][-n:]
+
+
+def post_events(client, user: str, items: list[str], ev: str = "view"):
+    r = client.post(
+        "/v1/events", json={"events": [{"user_id": user, "item_id": i, "event_type": ev} for i in items]}, headers=AUTH
+    )
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+# -- health, bundle, docs -------------------------------------------------------------------------------------
+def test_health_ready_bundle_and_openapi(client, home):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    latest = home.read_text("artifacts/LATEST").strip()
+    assert ready.status_code == 200 and ready.json()["bundle_version"] == latest
+    b = client.get("/v1/bundle").json()
+    assert b["version"] == latest and b["n_items"] == 240 and b["manifest"]["checksums"]
+    spec = client.get("/docs/openapi.json").json()
+    for path in ("/v1/users/{user_id}/recommendations", "/v1/recommendations", "/v1/items/{item_id}/similar",
+                 "/v1/events", "/v1/items/{item_id}", "/v1/items/{item_id}/availability", "/v1/bundle",
+                 "/v1/admin/reload", "/healthz", "/readyz", "/metrics"):
+        assert path in spec["paths"], path
+    assert client.get("/docs").status_code == 200  # the docs UI page
+
+
+def test_not_ready_without_a_bundle(tmp_path):
+    store = LocalStore(tmp_path / "empty")
+    with TestClient(app=create_app(settings_for(store))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["ready"] is False
+        assert c.get("/v1/users/u1/recommendations").status_code == 503
+        assert c.get("/healthz").status_code == 200
+
+
+# -- recommendations -----------------------------------------------------------------------------------------
+def test_unknown_user_gets_popular_with_metadata_and_reasons(client, home):
+    r = client.get("/v1/users/nobody-knows-me/recommendations?k=10")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["strategy"] == "popular" and len(body["items"]) == 10
+    assert body["bundle_version"] == home.read_text("artifacts/LATEST").strip()
+    assert r.headers["x-bundle-version"] == body["bundle_version"]
+    first = body["items"][0]
+    for field in ("item_id", "score", "title", "price", "brand", "category_path", "location", "condition"):
+        assert first[field] is not None, field
+    assert "image_url" in first
+    assert all(it["reason"].startswith("popular in ") for it in body["items"])
+    assert [it["position"] for it in body["items"]] == list(range(10))
+
+
+def test_events_make_recommendations_personal_and_remove_seen(client, model):
+    user, items = a_user_history(model)
+    assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "popular"
+    assert post_events(client, user, items) == {"accepted": len(items), "users_updated": 1}
+    body = client.get(f"/v1/users/{user}/recommendations?k=15").json()
+    assert body["strategy"] == "personalized" and len(body["items"]) == 15
+    got = [it["item_id"] for it in body["items"]]
+    assert not set(got) & set(items)  # already seen
+    titles = {item_row(model, i)["title"] for i in items}
+    assert all(it["reason"].startswith("similar to ") and it["reason"].endswith(" you viewed") for it in body["items"])
+    assert any(t in it["reason"] for it in body["items"] for t in titles)
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_new_events_change_the_next_recommendation(client, model):
+    items = model.items
+    l1 = items["category_path"].str.split(" > ").str[0]
+    cats = sorted(l1.unique())
+    a_items = items[l1 == cats[0]]["item_id"].tolist()[:8]
+    b_items = items[l1 == cats[1]]["item_id"].tolist()[:8]
+    post_events(client, "switcher", a_items)
+    before = client.get("/v1/users/switcher/recommendations?k=10").json()
+    assert before["strategy"] == "personalized"
+    post_events(client, "switcher", b_items, ev="add_to_cart")
+    after = client.get("/v1/users/switcher/recommendations?k=10").json()
+    # the very next request reads the new history: a different slate, explained by the new events,
+    # and the items just put in the cart are not recommended back
+    assert [i["item_id"] for i in before["items"]] != [i["item_id"] for i in after["items"]]
+    assert not any(r["reason"].endswith("you added to your cart") for r in before["items"])
+    assert any(r["reason"].endswith("you added to your cart") for r in after["items"])
+    assert not {i["item_id"] for i in after["items"]} & set(a_items + b_items)
+
+
+def test_guest_history_post_and_filters(client, model):
+    user, items = a_user_history(model)
+    row = item_row(model, items[-1])
+    category = row["category_path"].split(" > ")[0]
+    body = {
+        "history": [{"item_id": i, "event_type": "click"} for i in items],
+        "k": 8,
+        "category": category,
+        "max_price": float(model.items["price"].median()),
+    }
+    r = client.post("/v1/recommendations", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["strategy"] == "personalized" and len(out["items"]) == 8
+    for it in out["items"]:
+        assert it["category_path"].startswith(category)
+        assert it["price"] <= body["max_price"]
+        assert it["item_id"] not in items
+    # a very narrow filter: the search widens instead of returning a short page
+    loc = row["location"]
+    narrow = client.post("/v1/recommendations", json={**body, "location": loc, "k": 5}).json()
+    pool = model.items[
+        model.items["category_path"].str.startswith(category)
+        & (model.items["price"] <= body["max_price"])
+        & (model.items["location"] == loc)
+        & ~model.items["item_id"].isin(items)
+    ]
+    assert len(narrow["items"]) == min(5, len(pool))
+    assert all(it["location"] == loc for it in narrow["items"])
+
+
+def test_similar_items(client, model):
+    iid = model.items["item_id"].iloc[3]
+    r = client.get(f"/v1/items/{iid}/similar?k=7")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["strategy"] == "similar" and len(body["items"]) == 7
+    assert iid not in [it["item_id"] for it in body["items"]]
+    assert all(it["reason"] == f"similar to {item_row(model, iid)['title']}" for it in body["items"])
+    assert client.get("/v1/items/does-not-exist/similar").status_code == 404
+
+
+def test_diversity_caps_per_seller_and_category(home, model):
+    with TestClient(app=create_app(settings_for(home, max_per_seller=1, max_per_category=2))) as c:
+        body = c.get("/v1/users/anyone/recommendations?k=12").json()
+        sellers = [it["seller_id"] for it in body["items"]]
+        assert len(set(sellers)) == len(sellers)
+
+
+# -- live catalog -----------------------------------------------------------------------------------------------
+def test_sold_item_disappears_at_once_and_comes_back(client, model):
+    user, items = a_user_history(model)
+    post_events(client, user, items)
+    top = client.get(f"/v1/users/{user}/recommendations?k=5").json()["items"][0]["item_id"]
+    r = client.post(f"/v1/items/{top}/availability", json={"available": False}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["available"] is False
+    after = client.get(f"/v1/users/{user}/recommendations?k=50").json()
+    assert top not in [it["item_id"] for it in after["items"]]
+    popular = client.get("/v1/users/stranger/recommendations?k=100").json()
+    assert top not in [it["item_id"] for it in popular["items"]]
+    client.post(f"/v1/items/{top}/availability", json={"available": True}, headers=AUTH)
+    again = client.get(f"/v1/users/{user}/recommendations?k=5").json()
+    assert again["items"][0]["item_id"] == top
+    assert client.post("/v1/items/nope/availability", json={"available": False}, headers=AUTH).status_code == 404
+
+
+def test_new_listing_is_embedded_and_can_be_recommended(client, model, home):
+    user, items = a_user_history(model)
+    src = item_row(model, items[-1])
+    listing = {k: src[k] for k in ("title", "category_path", "price", "brand", "location", "condition", "seller_id")}
+    listing["title"] = src["title"] + " (new)"
+    listing["price"] = float(src["price"])
+    r = client.put("/v1/items/brand-new-1", json=listing, headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["created"] is True
+    post_events(client, user, items)
+    # the new listing competes in the live index: narrow to its category + location and it must appear
+    q = {"category": src["category_path"], "location": src["location"], "k": 20}
+    body = client.get(f"/v1/users/{user}/recommendations", params=q).json()
+    got = {it["item_id"]: it for it in body["items"]}
+    assert "brand-new-1" in got
+    assert got["brand-new-1"]["title"] == listing["title"] and got["brand-new-1"]["price"] == listing["price"]
+    # and as a similar item of the listing it was copied from
+    sim = client.get(f"/v1/items/{items[-1]}/similar?k=10").json()
+    assert "brand-new-1" in [it["item_id"] for it in sim["items"]]
+    # it is persisted to the landing zone for the next pipeline run
+    deadline = time.time() + 5
+    while time.time() < deadline and not home.list("landing/catalog"):
+        time.sleep(0.05)
+    files = home.list("landing/catalog")
+    assert files and b"brand-new-1" in home.read_bytes(files[0])
+    # changing it updates in place (200, not created)
+    r = client.put("/v1/items/brand-new-1", json={**listing, "price": 1.0}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["created"] is False
+
+
+def test_live_listing_survives_a_reload(client, home, model):
+    src = item_row(model, model.items["item_id"].iloc[0])
+    listing = {"title": src["title"], "category_path": src["category_path"], "price": float(src["price"])}
+    assert client.put("/v1/items/live-only", json=listing, headers=AUTH).status_code == 201
+    new = publish_bundle(home, 0, promotions={"items": {}})
+    r = client.post("/v1/admin/reload", headers=AUTH)
+    assert r.json()["reloaded"] is True and r.json()["version"] == new.version
+    sim = client.get("/v1/items/live-only/similar?k=3")
+    assert sim.status_code == 200 and sim.json()["bundle_version"] == new.version
+
+
+# -- reload and corrupt bundles --------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["truncated_index", "truncated_index_rehashed", "bad_checksum"])
+def test_corrupt_bundle_is_refused_and_old_keeps_serving(client, home, how):
+    old = client.get("/v1/bundle").json()["version"]
+    bad = publish_corrupt(home, 0, how=how)
+    r = client.post("/v1/admin/reload", headers=AUTH).json()
+    assert r["reloaded"] is False and r["version"] == old and r["error"]
+    assert client.get("/readyz").json()["bundle_version"] == old
+    rec = client.get("/v1/users/x/recommendations")
+    assert rec.status_code == 200 and rec.json()["bundle_version"] == old
+    metrics = client.get("/metrics").text
+    assert "relevance_bundle_reload_failures_total 1.0" in metrics
+    assert bad != old
+    # the next good bundle is picked up
+    good = publish_bundle(home, 0, promotions={"items": {}})
+    assert client.post("/v1/admin/reload", headers=AUTH).json()["version"] == good.version
+
+
+def test_poller_picks_up_new_bundles(home):
+    with TestClient(app=create_app(settings_for(home, poll_interval_s=0.1))) as c:
+        first = c.get("/v1/bundle").json()["version"]
+        new = publish_bundle(home, 0, promotions={"items": {}})
+        deadline = time.time() + 20
+        while time.time() < deadline and c.get("/v1/bundle").json()["version"] == first:
+            time.sleep(0.1)
+        assert c.get("/v1/bundle").json()["version"] == new.version
+
+
+# -- input validation and security -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "url", "body", "field"),
+    [
+        ("get", "/v1/users/u/recommendations?k=0", None, "k"),
+        ("get", "/v1/users/u/recommendations?k=abc", None, "k"),
+        ("get", "/v1/users/u/recommendations?k=101", None, "k"),  # over the configured max_k
+        ("get", "/v1/users/u/recommendations?max_price=-1", None, "max_price"),
+        ("post", "/v1/recommendations", {"history": [{"item_id": "x", "event_type": "stare"}]}, "event_type"),
+        ("post", "/v1/recommendations", {"k": "many"}, "k"),
+        ("post", "/v1/recommendations", {"histroy": []}, "histroy"),
+        ("post", "/v1/recommendations", {"history": [{"item_id": ""}]}, "item_id"),
+    ],
+)
+def test_invalid_input_is_a_400_naming_the_field(client, method, url, body, field):
+    r = getattr(client, method)(url, json=body) if body is not None else getattr(client, method)(url)
+    assert r.status_code == 400, r.text
+    assert field in r.text
+
+
+def test_request_size_limit(home):
+    with TestClient(app=create_app(settings_for(home, max_body_bytes=2000))) as c:
+        big = {"history": [{"item_id": f"item-{i}"} for i in range(200)]}
+        assert c.post("/v1/recommendations", json=big).status_code == 413
+
+
+def test_write_endpoints_need_the_token(client):
+    ev = {"events": [{"user_id": "u", "item_id": "i00001", "event_type": "view"}]}
+    assert client.post("/v1/events", json=ev).status_code == 401
+    assert client.post("/v1/events", json=ev, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/v1/events", json=ev, headers={"X-API-Token": TOKEN}).status_code == 202
+    assert client.put("/v1/items/x", json={"title": "t"}).status_code == 401
+    assert client.post("/v1/admin/reload").status_code == 401
+    assert client.post("/v1/items/i00001/availability", json={"available": False}).status_code == 401
+
+
+def test_refuses_to_start_write_endpoints_without_a_token(home):
+    with pytest.raises(SettingsError):
+        create_app(settings_for(home, api_token=None))
+    # a read-only replica needs no token and has no write routes
+    with TestClient(app=create_app(settings_for(home, api_token=None, write_endpoints=False))) as c:
+        assert c.get("/v1/users/u/recommendations").status_code == 200
+        assert c.post("/v1/events", json={"events": []}).status_code in (404, 405)
+    # dev mode: open
+    with TestClient(app=create_app(settings_for(home, api_token=None, dev_mode=True))) as c:
+        ev = {"events": [{"user_id": "u", "item_id": "i00001", "event_type": "view"}]}
+        assert c.post("/v1/events", json=ev).status_code == 202
+
+
+# -- observability and impressions ------------------------------------------------------------------------------
+def test_metrics(client, model):
+    user, items = a_user_history(model)
+    post_events(client, user, items)
+    client.get(f"/v1/users/{user}/recommendations")
+    text = client.get("/metrics").text
+    assert 'relevance_request_latency_seconds_bucket{le="0.01",method="GET",route="/v1/users/{user_id:str}/recommendations"}' in text
+    assert user not in text  # route templates, never raw paths
+    version = client.get("/v1/bundle").json()["version"]
+    assert f'relevance_bundle_info{{version="{version}"}} 1.0' in text
+    assert 'relevance_candidates_filtered_total{rule="seen"}' in text
+    assert 'relevance_recommendations_total{strategy="personalized"} 1.0' in text
+
+
+def test_impressions_are_logged_pseudonymised(client, home, model):
+    user, items = a_user_history(model)
+    post_events(client, user, items)
+    resp = client.get(f"/v1/users/{user}/recommendations?k=4").json()
+    deadline = time.time() + 5
+    files: list[str] = []
+    while time.time() < deadline:
+        files = [k for k in home.list("landing/events") if "/impressions-" in k]
+        if files:
+            break
+        time.sleep(0.05)
+    assert files and all(Path(k).parent.name.startswith("date=") for k in files)
+    rows = [json.loads(line) for k in files for line in home.read_text(k).splitlines()]
+    mine = [r for r in rows if r["request_id"] == resp["request_id"]]
+    assert [r["item_id"] for r in mine] == [it["item_id"] for it in resp["items"]]
+    assert [r["position"] for r in mine] == [0, 1, 2, 3]
+    assert all(r["event_type"] == "impression" and r["bundle_version"] == resp["bundle_version"] for r in mine)
+    assert all(r["user_id"] and r["user_id"] != user and r["user_id"].startswith("u_") for r in mine)
+    assert all(r["timestamp"].endswith("Z") for r in mine)
+    live = [k for k in home.list("landing/events") if "/live-events-" in k]
+    assert live and user not in home.read_text(live[0])
