@@ -36,18 +36,15 @@ def presented_token(connection: ASGIConnection) -> str | None:
     return connection.headers.get(TOKEN_HEADER)
 
 
-def make_write_guard(settings: ServiceSettings):
-    """A Litestar guard for write/admin routes bound to this app's settings."""
+def require_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard of every write/admin route: the presented token must equal the app's, in constant time."""
+    settings: ServiceSettings = connection.app.state.service.settings
     expected = (settings.api_token or "").encode()
-
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if not expected:  # dev mode without a token: open (create_app refuses this outside dev mode)
-            return
-        got = (presented_token(connection) or "").encode()
-        if not hmac.compare_digest(got, expected):
-            raise NotAuthorizedException("a valid API token is required (Authorization: Bearer <token>)")
-
-    return guard
+    if not expected:  # dev mode without a token: open (create_app refuses this outside dev mode)
+        return
+    got = (presented_token(connection) or "").encode()
+    if not hmac.compare_digest(got, expected):
+        raise NotAuthorizedException("a valid API token is required (Authorization: Bearer <token>)")
 
 
 class Pseudonymizer:

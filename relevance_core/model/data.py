@@ -40,13 +40,15 @@ PairsSource = str | Path | Sequence[str | Path] | pa.Table | ds.Dataset
 def open_pairs(source: PairsSource) -> ds.Dataset:
     """A directory (``training_pairs/`` with ``date=*/`` partitions, or one partition), Parquet file(s),
     an Arrow table or a dataset → a ``pyarrow.dataset.Dataset``. Hidden/underscore files (the store's
-    temporary files) are ignored by pyarrow's defaults."""
+    temporary files) are ignored by pyarrow's defaults. The ``date=`` directory names are not parsed into a
+    column: the model does not need them, and a writer that also keeps ``date`` inside the files would
+    otherwise clash with the partition field."""
     if isinstance(source, ds.Dataset):
         return source
     if isinstance(source, pa.Table):
         return ds.dataset(source)
     if isinstance(source, (str, Path)):
-        return ds.dataset(str(source), format="parquet", partitioning="hive")
+        return ds.dataset(str(source), format="parquet")
     return ds.dataset([str(s) for s in source], format="parquet")
 
 

@@ -8,6 +8,7 @@ from litestar import Controller, get, post
 from relevance_service.app import Service
 from relevance_service.controllers._common import serving_state
 from relevance_service.schemas import BundleResponse, ReloadRequest, ReloadResponse
+from relevance_service.security import require_token
 
 
 class BundleController(Controller):
@@ -34,6 +35,7 @@ class AdminController(Controller):
     path = "/v1/admin"
     tags = ["admin"]
     security = [{"bearer": []}]
+    guards = [require_token]
 
     @post("/reload", summary="Reload the bundle now", status_code=200)
     async def reload(self, svc: Service, data: ReloadRequest | None = None) -> ReloadResponse:

@@ -10,6 +10,7 @@ from litestar import Controller, post
 from relevance_service.app import Service
 from relevance_service.controllers._common import field_error
 from relevance_service.schemas import EventsRequest, EventsResponse
+from relevance_service.security import require_token
 from relevance_service.user_state import HistoryEntry
 
 
@@ -17,6 +18,7 @@ class EventController(Controller):
     path = "/v1/events"
     tags = ["events"]
     security = [{"bearer": []}]
+    guards = [require_token]
 
     @post("/", summary="Record real-time events", status_code=202)
     async def record(self, svc: Service, data: EventsRequest) -> EventsResponse:

@@ -29,6 +29,7 @@ from relevance_service.schemas import (
     ItemUpsert,
     RecommendationResponse,
 )
+from relevance_service.security import require_token
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class ItemWriteController(Controller):
     path = "/v1/items"
     tags = ["items"]
     security = [{"bearer": []}]
+    guards = [require_token]
 
     @put("/{item_id:str}", summary="Create or change a listing", status_code=HTTP_200_OK)
     async def upsert(self, svc: Service, item_id: ItemIdParam, data: ItemUpsert) -> Response[ItemResponse]:

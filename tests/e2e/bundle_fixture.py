@@ -72,7 +72,9 @@ def trained_model(seed: int = 0, *, root: Path | None = None) -> TrainedModel:
     pairs, items = make_marketplace(type(cfg)(**{**cfg.__dict__, "seed": 0}))
     prev_threads = torch.get_num_threads()
     try:
-        result = train_two_tower(pairs, items, TwoTowerConfig(**TINY_MODEL, seed=seed), work_dir=root / f"work-{seed}")
+        result = train_two_tower(
+            pairs, items, TwoTowerConfig(**TINY_MODEL, seed=seed), work_dir=root / f"work-{seed}"
+        )
         model_dir = root / f"model-{seed}"
         save_artifacts(result, model_dir)
     finally:
@@ -88,7 +90,11 @@ def trained_model(seed: int = 0, *, root: Path | None = None) -> TrainedModel:
 
 
 def assemble(
-    model: TrainedModel, dest: Path | None = None, *, version: str | None = None, promotions: dict | None = None
+    model: TrainedModel,
+    dest: Path | None = None,
+    *,
+    version: str | None = None,
+    promotions: dict | None = None,
 ) -> tuple[Path, B.Manifest]:
     """A complete, finalised bundle directory from a trained model (not published).
 

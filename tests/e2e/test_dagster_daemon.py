@@ -84,7 +84,9 @@ telemetry:
     gen_store = LocalStore(generated)
     days = sorted(d.split("=", 1)[1] for d in gen_store.list_dirs("landing/events"))
     shutil.copytree(generated / "landing" / "catalog", home / "landing" / "catalog")
-    shutil.copytree(generated / "landing" / "events" / f"date={days[0]}", home / "landing" / "events" / f"date={days[0]}")
+    shutil.copytree(
+        generated / "landing" / "events" / f"date={days[0]}", home / "landing" / "events" / f"date={days[0]}"
+    )
     port = _free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -115,7 +117,15 @@ telemetry:
 
     try:
         _wait(ready, 180, "dagster-webserver to answer")
-        yield {"port": port, "home": home, "generated": generated, "days": days, "dagster_home": dagster_home, "logs": logs, "env": env}
+        yield {
+            "port": port,
+            "home": home,
+            "generated": generated,
+            "days": days,
+            "dagster_home": dagster_home,
+            "logs": logs,
+            "env": env,
+        }
     finally:
         for p in procs:
             try:
@@ -159,7 +169,9 @@ def test_graphql_launch_freshness_and_landing_sensor(dagster_stack):
     keys = [dg.AssetKey("raw_events"), dg.AssetKey("sessions"), dg.AssetKey("training_pairs")]
     with _instance(dagster_home) as instance:
         states = _wait(
-            lambda: (s := read_freshness_states(instance, keys)) and all(v == "PASS" for v in s.values()) and s,
+            lambda: (
+                (s := read_freshness_states(instance, keys)) and all(v == "PASS" for v in s.values()) and s
+            ),
             120,
             "freshness to turn PASS",
         )

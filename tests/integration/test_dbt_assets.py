@@ -163,6 +163,8 @@ def test_dbt_models_sit_downstream_of_the_ingestion_assets():
     assert graph.get(key("dim_items")).parent_keys == {key("stg_items")}
     for mart in ("item_popularity", "daily_event_stats"):
         assert graph.get(key(mart)).parent_keys == {key("dim_items"), key("stg_events")}
+    # the sources resolve to the real ingestion assets, not to stand-in external assets
+    assert graph.get(key("items")).is_materializable and graph.get(key("raw_events")).is_materializable
     # transitively, every mart depends on both lake tables
     assert {key("items"), key("raw_events")} <= graph.get_ancestor_asset_keys(key("item_popularity"))
     for model in MODELS:

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e.bundle_fixture import publish_bundle, publish_corrupt, trained_model
 from litestar.testing import TestClient
 
-from e2e.bundle_fixture import publish_bundle, publish_corrupt, trained_model
 from relevance_core.storage import LocalStore
 from relevance_service.app import create_app
 from relevance_service.settings import ServiceSettings, SettingsError
@@ -64,7 +64,9 @@ def a_user_history(model, n: int = 6) -> tuple[str, list[str]]:
 
 def post_events(client, user: str, items: list[str], ev: str = "view"):
     r = client.post(
-        "/v1/events", json={"events": [{"user_id": user, "item_id": i, "event_type": ev} for i in items]}, headers=AUTH
+        "/v1/events",
+        json={"events": [{"user_id": user, "item_id": i, "event_type": ev} for i in items]},
+        headers=AUTH,
     )
     assert r.status_code == 202, r.text
     return r.json()
@@ -79,9 +81,19 @@ def test_health_ready_bundle_and_openapi(client, home):
     b = client.get("/v1/bundle").json()
     assert b["version"] == latest and b["n_items"] == 240 and b["manifest"]["checksums"]
     spec = client.get("/docs/openapi.json").json()
-    for path in ("/v1/users/{user_id}/recommendations", "/v1/recommendations", "/v1/items/{item_id}/similar",
-                 "/v1/events", "/v1/items/{item_id}", "/v1/items/{item_id}/availability", "/v1/bundle",
-                 "/v1/admin/reload", "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/v1/users/{user_id}/recommendations",
+        "/v1/recommendations",
+        "/v1/items/{item_id}/similar",
+        "/v1/events",
+        "/v1/items/{item_id}",
+        "/v1/items/{item_id}/availability",
+        "/v1/bundle",
+        "/v1/admin/reload",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     assert client.get("/docs").status_code == 200  # the docs UI page
 
@@ -120,7 +132,10 @@ def test_events_make_recommendations_personal_and_remove_seen(client, model):
     got = [it["item_id"] for it in body["items"]]
     assert not set(got) & set(items)  # already seen
     titles = {item_row(model, i)["title"] for i in items}
-    assert all(it["reason"].startswith("similar to ") and it["reason"].endswith(" you viewed") for it in body["items"])
+    assert all(
+        it["reason"].startswith("similar to ") and it["reason"].endswith(" you viewed")
+        for it in body["items"]
+    )
     assert any(t in it["reason"] for it in body["items"] for t in titles)
     scores = [it["score"] for it in body["items"]]
     assert scores == sorted(scores, reverse=True)
@@ -208,13 +223,17 @@ def test_sold_item_disappears_at_once_and_comes_back(client, model):
     client.post(f"/v1/items/{top}/availability", json={"available": True}, headers=AUTH)
     again = client.get(f"/v1/users/{user}/recommendations?k=5").json()
     assert again["items"][0]["item_id"] == top
-    assert client.post("/v1/items/nope/availability", json={"available": False}, headers=AUTH).status_code == 404
+    assert (
+        client.post("/v1/items/nope/availability", json={"available": False}, headers=AUTH).status_code == 404
+    )
 
 
 def test_new_listing_is_embedded_and_can_be_recommended(client, model, home):
     user, items = a_user_history(model)
     src = item_row(model, items[-1])
-    listing = {k: src[k] for k in ("title", "category_path", "price", "brand", "location", "condition", "seller_id")}
+    listing = {
+        k: src[k] for k in ("title", "category_path", "price", "brand", "location", "condition", "seller_id")
+    }
     listing["title"] = src["title"] + " (new)"
     listing["price"] = float(src["price"])
     r = client.put("/v1/items/brand-new-1", json=listing, headers=AUTH)
@@ -335,7 +354,10 @@ def test_metrics(client, model):
     post_events(client, user, items)
     client.get(f"/v1/users/{user}/recommendations")
     text = client.get("/metrics").text
-    assert 'relevance_request_latency_seconds_bucket{le="0.01",method="GET",route="/v1/users/{user_id:str}/recommendations"}' in text
+    assert (
+        'relevance_request_latency_seconds_bucket{le="0.01",method="GET",route="/v1/users/{user_id:str}/recommendations"}'
+        in text
+    )
     assert user not in text  # route templates, never raw paths
     version = client.get("/v1/bundle").json()["version"]
     assert f'relevance_bundle_info{{version="{version}"}} 1.0' in text
@@ -359,7 +381,9 @@ def test_impressions_are_logged_pseudonymised(client, home, model):
     mine = [r for r in rows if r["request_id"] == resp["request_id"]]
     assert [r["item_id"] for r in mine] == [it["item_id"] for it in resp["items"]]
     assert [r["position"] for r in mine] == [0, 1, 2, 3]
-    assert all(r["event_type"] == "impression" and r["bundle_version"] == resp["bundle_version"] for r in mine)
+    assert all(
+        r["event_type"] == "impression" and r["bundle_version"] == resp["bundle_version"] for r in mine
+    )
     assert all(r["user_id"] and r["user_id"] != user and r["user_id"].startswith("u_") for r in mine)
     assert all(r["timestamp"].endswith("Z") for r in mine)
     live = [k for k in home.list("landing/events") if "/live-events-" in k]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -126,7 +127,9 @@ def test_mmr_prefers_dissimilar_items():
     assert diversify_mmr(scores, emb, 2, lam=1.0).tolist() == [0, 1]  # pure relevance
     assert diversify_mmr(scores, emb, 2, lam=0.5).tolist() == [0, 2]  # near-duplicate pushed out
     c = cands(3, scores=scores)
-    res = rerank(c, Filters(), 2, RerankConfig(diversity="mmr", mmr_lambda=0.5, popularity_penalty=0), embeddings=emb)
+    res = rerank(
+        c, Filters(), 2, RerankConfig(diversity="mmr", mmr_lambda=0.5, popularity_penalty=0), embeddings=emb
+    )
     assert res.chosen.rows.tolist() == [0, 2]
 
 
@@ -156,5 +159,5 @@ def test_promotions_most_specific_category_wins_and_merge():
     merged = bundle.merged(config)
     assert merged.items == {"i1": 0.1, "i2": 0.5} and merged.categories == {"a": 0.1}
     assert Promotions.load(b'{"items": {"x": 1.0}}').items == {"x": 1.0}
-    with pytest.raises(Exception):
+    with pytest.raises(msgspec.ValidationError):
         Promotions.load(b'{"itemz": {}}')

@@ -96,7 +96,13 @@ def test_seed_from_lake_reads_newest_sessions_partitions(store):
     def part(date: str, rows: list[tuple]) -> None:
         t = pa.Table.from_pylist(
             [
-                {"session_key": f"{u}-{date}", "user_id": u, "item_ids": items, "event_types": evs, "timestamps": ts}
+                {
+                    "session_key": f"{u}-{date}",
+                    "user_id": u,
+                    "item_ids": items,
+                    "event_types": evs,
+                    "timestamps": ts,
+                }
                 for u, items, evs, ts in rows
             ],
             schema=schema,
@@ -112,7 +118,11 @@ def test_seed_from_lake_reads_newest_sessions_partitions(store):
     s = InMemoryUserState(ttl_s=86400)
     n = seed_from_lake(s, store, days=2)
     assert n == 1
-    assert [(x.item_id, x.event_type) for x in s.get("u1")] == [("a", "view"), ("b", "purchase"), ("c", "click")]
+    assert [(x.item_id, x.event_type) for x in s.get("u1")] == [
+        ("a", "view"),
+        ("b", "purchase"),
+        ("c", "click"),
+    ]
     assert s.get("old-user") == []
 
 
