@@ -29,7 +29,11 @@ dagster-home:
 	@mkdir -p $(DAGSTER_HOME)
 	@sed 's#base_dir: .dagster_home/storage#base_dir: $(DAGSTER_HOME)/storage#' dagster.yaml > $(DAGSTER_HOME)/dagster.yaml
 
-setup: $(STAMP) check-java dagster-home
+# Tests and CI need the dbt manifest too, not only `dagster dev` (prepare_if_dev runs only there).
+dbt-parse: $(STAMP)
+	cd dbt_project && $(CURDIR)/$(VENV)/bin/dbt parse --profiles-dir . --quiet
+
+setup: $(STAMP) check-java dagster-home dbt-parse
 
 demo: setup
 	$(VENV)/bin/relevance demo
@@ -43,4 +47,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf .relevance .dagster_home test-artifacts
+	rm -rf .relevance .dagster_home test-artifacts dbt_project/target

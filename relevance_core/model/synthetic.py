@@ -45,12 +45,14 @@ class SyntheticConfig:
     history_length: int = 20
     validation_days: float = 3.0
     days: float = 30.0
-    zipf: float = 1.1
+    zipf: float = 0.6
     seed: int = 0
 
 
 PRESETS = {
-    "tiny": SyntheticConfig(n_items=240, n_users=300, n_l1=3, n_l2=2, n_l3=2, brands_per_l1=3),
+    "tiny": SyntheticConfig(
+        n_items=400, n_users=400, n_l1=4, n_l2=3, n_l3=3, brands_per_l1=4, events_per_user=(5, 20)
+    ),
     "small": SyntheticConfig(n_items=2_000, n_users=1_500),
     "medium": SyntheticConfig(n_items=6_000, n_users=6_000),
 }
