@@ -5,7 +5,7 @@ that starts several apps in one process) never collide on "duplicated timeseries
 workers each worker exposes its own numbers; scrape them per worker or run one worker per replica.
 
 Latency is recorded by a raw ASGI middleware keyed by the *route template*
-(``/v1/users/{user_id:str}/recommendations``), never the concrete path: user ids must not become label
+(``/v1/users/{user_id}/recommendations``), never the concrete path: user ids must not become label
 values (cardinality, and privacy).
 """
 

@@ -188,7 +188,9 @@ def _read_csv_python(f: LandingFile, file_idx: int, data: bytes) -> list[pa.Tabl
     """Python's csv module over the file decoded with ``surrogateescape``, so each row's bad bytes are
     found exactly. Used only for files the fast path cannot take (non-UTF-8 bytes)."""
     text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    lines = text.split("\n")
+    # strict: a quote left open (or a stray quote after a closing one) raises instead of being guessed at
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     names = [n.strip().lower() for n in next(reader, [])]
     rows: dict[str, list] = {c: [] for c in ITEM_COLUMNS}
     raw: list[str | None] = []
@@ -197,34 +199,31 @@ def _read_csv_python(f: LandingFile, file_idx: int, data: bytes) -> list[pa.Tabl
     def fix(v: str) -> str:
         return v.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
 
+    consumed = reader.line_num
     while True:
         try:
-            row = next(reader)
+            row: list[str] | None = next(reader)
         except StopIteration:
             break
         except csv.Error:
-            row, reason = None, "malformed_csv"
+            row = None
+        line_text = "\n".join(lines[consumed : reader.line_num])
+        consumed = reader.line_num
+        if row is not None and not "".join(row).strip():
+            continue  # a blank line holds no record
+        if row is None:
+            reason = "malformed_csv"
+        elif _SURROGATE.search(line_text):
+            reason = "invalid_utf8"
+        elif len(row) != len(names):
+            reason = "wrong_column_count"
         else:
-            if not row or not "".join(row).strip():
-                continue
             reason = None
-        if row is not None:
-            line = io.StringIO()
-            csv.writer(line, lineterminator="").writerow(row)
-            line_text = line.getvalue()
-            if _SURROGATE.search(line_text):
-                reason = "invalid_utf8"
-            elif len(row) != len(names):
-                reason = "malformed_csv" if any('"' in v for v in row) else "wrong_column_count"
-            values = dict(zip(names, row, strict=False)) if reason is None else {}
-        else:
-            line_text, values = "", {}
+        values = dict(zip(names, row, strict=True)) if reason is None else {}
         for c in ITEM_COLUMNS:
             rows[c].append(values.get(c))
         raw.append(fix(line_text) if reason else None)
         pre.append(reason)
-        if row is None:
-            break
     return [_stage_table(rows, len(raw), f.key, file_idx, raw=raw, pre=pre)]
 
 

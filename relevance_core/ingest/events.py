@@ -362,8 +362,13 @@ def _run_spark(
         records = classified.filter(F.col("kind") == "record")
         (
             records.filter(F.col("reason").isNotNull())
-            # when() without otherwise() is nullable: QUARANTINE_ARROW_SCHEMA declares every column nullable
-            .select(*[F.when(F.lit(True), F.col(c)).alias(c) for c in QUARANTINE_ARROW_SCHEMA.names])
+            # when() without otherwise() is nullable, as QUARANTINE_ARROW_SCHEMA declares every column
+            .select(
+                *[
+                    F.when(F.col("reason").isNotNull(), F.col(c)).alias(c)
+                    for c in QUARANTINE_ARROW_SCHEMA.names
+                ]
+            )
             .write.mode("overwrite")
             .parquet(_spark_path(quarantine_dir))
         )

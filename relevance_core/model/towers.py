@@ -164,9 +164,20 @@ class UserTower(nn.Module):
         self.blocks = nn.ModuleList(
             [CausalBlock(hidden, n_heads, dropout) for _ in range(n_layers if self.use_transformer else 0)]
         )
-        self.pool = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU())
+        # every parameter takes part in every step (DDP requires it): mean pooling has no blocks and the
+        # transformer no pooling MLP
+        self.pool = nn.Identity() if self.use_transformer else nn.Sequential(nn.Linear(hidden, hidden), nn.GELU())
         self.ln_f = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, dim)
+        # Small context embeddings and unit-variance item inputs: with default N(0, 1) embeddings the event,
+        # recency and position terms drown the (unit-norm, so ~1/sqrt(D) per entry) item vectors, every
+        # user starts out identical and training sits on a log(N) plateau before it finds the items.
+        for emb in (self.event_emb, self.age_emb, self.pos_emb):
+            nn.init.normal_(emb.weight, std=0.02)
+        with torch.no_grad():
+            self.event_emb.weight[0].zero_()
+            self.age_emb.weight[0].zero_()
+        self.item_scale = math.sqrt(dim)
         self.inv_ln2 = 1.0 / math.log(2.0)
         self.n_age_buckets = N_AGE_BUCKETS
 
@@ -180,15 +191,15 @@ class UserTower(nn.Module):
             L = self.max_len
         age = torch.floor(torch.log1p(hist_age_s.float().clamp(min=0.0)) * self.inv_ln2).long() + 1
         age = age.clamp(1, self.n_age_buckets) * valid.long()
-        x = self.item_proj(hist_vecs) + self.event_emb(hist_events * valid.long()) + self.age_emb(age)
+        x = self.item_proj(hist_vecs * self.item_scale) + self.event_emb(hist_events * valid.long()) + self.age_emb(age)
         vf = valid.unsqueeze(-1).to(x.dtype)
+        pos = torch.arange(L, 0, -1, device=x.device)  # oldest gets L, most recent gets 1
+        x = x + self.pos_emb(pos).unsqueeze(0)
         if not self.use_transformer:
             pooled = (x * vf).sum(1) / vf.sum(1).clamp(min=1.0)
-            h = self.pool(pooled)
+            h = self.pool(pooled + self.query)  # the query vector is a learned bias here
         else:
             B = x.shape[0]
-            pos = torch.arange(L, 0, -1, device=x.device)  # oldest gets L, most recent gets 1
-            x = x + self.pos_emb(pos).unsqueeze(0)
             q = (self.query + self.pos_emb.weight[0]).to(x.dtype).expand(B, 1, -1)
             seq = torch.cat([x * vf, q], dim=1)
             keys = torch.cat([valid, torch.ones((B, 1), dtype=torch.bool, device=x.device)], dim=1)

@@ -312,6 +312,8 @@ def test_raw_events_asset_materializes_with_metadata(spark, tmp_path):
         [raw_events, raw_events_quarantine_rate],
         partition_key=DAY,
         resources=resources,
-        run_config={"ops": {"raw_events_quarantine_rate": {"config": {"max_quarantine_rate": 0.9}}}},
+        run_config={
+            "ops": {"raw_events_quarantine_rate_below_threshold": {"config": {"max_quarantine_rate": 0.9}}}
+        },
     )
     assert ok.success and ok.get_asset_check_evaluations()[0].passed

@@ -143,7 +143,7 @@ def test_never_seen_item_lands_near_its_category_and_brand(trained, marketplace)
                     same.append(sims[i, mask].mean())
                     rand.append(sims[i, rng.choice(len(warm), 30)].mean())
             assert len(same) >= 5
-            assert np.mean(same) > np.mean(rand) + 0.25, (np.mean(same), np.mean(rand))
+            assert np.mean(same) > np.mean(rand) + 0.2, (np.mean(same), np.mean(rand))
 
 
 def test_same_seed_same_weights(marketplace, tmp_path):

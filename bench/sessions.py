@@ -1,0 +1,262 @@
+"""Session-based recommendation benchmark (DIGINETICA-style split) through the product's own pipeline.
+
+``relevance bench sessions --train TRAIN.csv --test TEST.tsv --predictions OUT.tsv [--k 20] [--config F]``
+
+1. the training sessions become canonical landing events and a catalog (``session_bench.convert``);
+2. the Dagster assets run on them in-process: items, raw_events, sessions, training_pairs,
+   two_tower_model, item_embeddings, faiss_index (``session_bench.runner``);
+3. every test row, in order, is answered by the exported user tower + the FAISS index, exactly as the
+   service would (seen items allowed: the protocol's answer may be in the prefix); OUT.tsv gets one line
+   per row, k ids best first;
+4. the popularity and session-kNN baselines are scored in the same run by the project's evaluation code,
+   so the model's number always comes with the references it has to beat on this machine.
+
+``--validate`` answers a validation split carved from the END of the training sessions instead of the
+test file: hyper-parameters are chosen with it, never with the test file. The last JSON line has HR@20,
+MRR@20 (%), item/session/row counts, wall and training seconds, the hardware and the baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+#: The settings a run starts from; a ``--config`` file overrides them per section (see configs/).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {
+        "start_date": "2026-01-01",
+        "sessions_per_day": 10_000,
+        "event_spacing_s": 60.0,
+        "catalog_title": "item",
+        # last share of the training sessions the pipeline keeps as its validation split (early stopping)
+        "pipeline_validation_fraction": 0.02,
+    },
+    "tuning": {"validation_fraction": 0.1},
+    "pairs": {"history_length": 20},
+    "model": {
+        "encoder": "transformer",
+        "id_dropout": 0.0,
+        "max_epochs": 3,
+        "patience": 1,
+        "progress_bar": False,
+    },
+    "index": {"factory": "Flat"},
+    "knn": {},
+    "spark": {},
+}
+METRIC_K = 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", required=True, help="training sessions: one per line, comma-separated ids")
+    parser.add_argument(
+        "--test", help="test rows: TSV with header prefix<TAB>label (not needed with --validate)"
+    )
+    parser.add_argument("--predictions", required=True, help="output TSV: one line per test row, k ids")
+    parser.add_argument("--k", type=int, default=20, help="ids written per row (default 20)")
+    parser.add_argument("--config", help="TOML config (e.g. configs/diginetica.toml); defaults otherwise")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (JSON value), e.g. --set model.max_epochs=1",
+    )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="answer the validation split carved from the end of --train instead of --test",
+    )
+    parser.add_argument("--workdir", help="artifact store for the run (default: a temp dir, removed)")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir")
+    parser.add_argument("--skip-baselines", action="store_true", help="do not score popularity / session-kNN")
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """DEFAULTS, then the TOML file's sections, then ``--set`` overrides; unknown sections are errors."""
+    cfg = {section: dict(values) for section, values in DEFAULTS.items()}
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        for section, values in data.items():
+            if section not in cfg or not isinstance(values, dict):
+                raise ValueError(f"{path}: unknown config section [{section}]")
+            cfg[section].update(values)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in cfg:
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE with SECTION in {sorted(cfg)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        cfg[section][name] = value
+    cfg["model"].setdefault("history_length", cfg["pairs"].get("history_length", 20))
+    return cfg
+
+
+def hardware() -> dict[str, Any]:
+    """What the numbers were measured on (the machines are shared: say which)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {"cpu": cpu, "cpu_threads": os.cpu_count()}
+    try:
+        out["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        out["torch_threads"] = torch.get_num_threads()
+        out["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - hardware info is best effort
+        out["gpu"] = None
+    return out
+
+
+def _write_predictions(path: str, lists: list[list[str]]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text("".join(",".join(row) + "\n" for row in lists), encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from relevance_core.evaluation.baselines import PopularityRecommender
+    from relevance_core.evaluation.runner import load_pairs
+    from relevance_core.session_bench import convert, validation
+    from relevance_core.session_bench.knn import SessionKNN, default_knn_config
+    from relevance_core.session_bench.runner import hit_and_mrr, run_pipeline, serve_predictions
+
+    t_start = time.perf_counter()
+    cfg = load_config(args.config, args.set)
+    data = cfg["data"]
+    sessions = convert.read_sessions(args.train)
+    if args.validate:
+        train, prefixes, labels = validation.validation_split(
+            sessions, float(cfg["tuning"]["validation_fraction"])
+        )
+        split = "validation"
+    else:
+        if not args.test:
+            raise SystemExit("--test is required unless --validate")
+        train = sessions
+        prefixes, labels = convert.read_test(args.test)
+        split = "test"
+    k_out = max(int(args.k), 1)
+    k_search = max(k_out, METRIC_K)
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="relevance-session-bench-"))
+    try:
+        frac = float(data["pipeline_validation_fraction"])
+        n_val = round(len(train) * frac) if frac > 0 else 0
+        layout = convert.write_landing(
+            _store(work),
+            train,
+            validation_sessions=n_val,
+            start_date=str(data["start_date"]),
+            sessions_per_day=int(data["sessions_per_day"]),
+            event_spacing_s=float(data["event_spacing_s"]),
+            catalog_title=str(data["catalog_title"]),
+        )
+        t_conv = time.perf_counter() - t_start
+        pipe = run_pipeline(
+            work,
+            layout,
+            pairs_config=cfg["pairs"],
+            model_config=cfg["model"],
+            index_config=cfg["index"],
+            spark_config={str(k): str(v) for k, v in cfg["spark"].items()},
+            progress=lambda msg: print(f"[bench sessions] {msg}", flush=True),
+        )
+        t0 = time.perf_counter()
+        lists = serve_predictions(pipe, prefixes, k_search, layout.event_spacing_s)
+        serve_s = time.perf_counter() - t0
+        _write_predictions(args.predictions, [row[:k_out] for row in lists])
+        hr, mrr = hit_and_mrr(lists, labels, METRIC_K)
+        pipeline_s = time.perf_counter() - t_start
+
+        baselines: dict[str, Any] = {}
+        if not args.skip_baselines:
+            t0 = time.perf_counter()
+            train_pairs = load_pairs(pipe.store, "train", ["target_item_id", "target_weight"])
+            pop = PopularityRecommender.fit(train_pairs)
+            p_hr, p_mrr = hit_and_mrr(pop.recommend(prefixes, METRIC_K, exclude_seen=False), labels, METRIC_K)
+            baselines["popularity"] = {
+                "HR@20": p_hr,
+                "MRR@20": p_mrr,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            t0 = time.perf_counter()
+            knn = SessionKNN(train, default_knn_config(cfg["knn"]))
+            k_hr, k_mrr = hit_and_mrr(knn.recommend(prefixes, METRIC_K), labels, METRIC_K)
+            baselines["session_knn"] = {
+                "HR@20": k_hr,
+                "MRR@20": k_mrr,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    items = len({i for s in train for i in s})
+    result: dict[str, Any] = {
+        "benchmark": "sessions",
+        "split": split,
+        "HR@20": hr,
+        "MRR@20": mrr,
+        "k": k_out,
+        "items": items,
+        "sessions": len(train),
+        "test_rows": len(labels),
+        "pairs": pipe.pairs,
+        "wall_s": round(pipeline_s, 1),
+        "train_s": round(pipe.seconds.get("train", 0.0), 1),
+        "seconds": {
+            "convert": round(t_conv, 1),
+            **{k: round(v, 1) for k, v in pipe.seconds.items()},
+            "serve": round(serve_s, 1),
+        },
+        "serve_rows_per_s": round(len(labels) / serve_s, 1) if serve_s > 0 else None,
+        "hardware": hardware(),
+        "model": {
+            "version": pipe.model_version,
+            "epochs": pipe.model_metrics.get("epochs"),
+            "samples_per_s": pipe.model_metrics.get("samples_per_s"),
+            "pipeline_validation_hr_at_20": pipe.model_metrics.get("hr_at_20"),
+            "softmax": pipe.model_metrics.get("softmax"),
+            "encoder": pipe.model_metrics.get("encoder"),
+            "step": pipe.model_step,
+        },
+        "index": {"factory": pipe.index_meta.get("factory"), "recall": pipe.index_meta.get("recall")},
+        "baselines": baselines,
+        "config": cfg,
+        "predictions": str(args.predictions),
+    }
+    if "session_knn" in baselines:
+        ref = baselines["session_knn"]
+        result["hr_ratio_vs_session_knn"] = round(hr / ref["HR@20"], 4) if ref["HR@20"] else None
+        result["mrr_ratio_vs_session_knn"] = round(mrr / ref["MRR@20"], 4) if ref["MRR@20"] else None
+    return result
+
+
+def _store(path: Path):
+    from relevance_core.storage import LocalStore
+
+    return LocalStore(path)

@@ -1,0 +1,213 @@
+"""``relevance demo`` (what ``make demo`` runs): generate a marketplace, run the whole asset graph in this
+process, publish a bundle, and show a few users' recent history next to what the bundle recommends them.
+
+Steps, each a Dagster run on the same instance (``DAGSTER_HOME`` when set, so ``dagster dev`` shows the
+runs afterwards; otherwise an ephemeral one):
+
+1. ``relevance generate`` equivalent: the ``demo`` preset into ``RELEVANCE_HOME`` (landing zone).
+2. ``items`` and every day of ``raw_events`` (one run per day: ingestion is per partition).
+3. ``sessions`` + ``training_pairs`` over the whole date range in one run (their backfill policy is
+   single-run: one Spark job, not one per day).
+4. dbt models, ``two_tower_model``, ``item_embeddings``, ``faiss_index``, ``offline_evaluation`` and
+   ``published_bundle`` with every asset check; the blocking checks gate the publish.
+
+The model settings are sized so that the whole demo finishes in under 10 minutes on a 2-core laptop
+(``--epochs`` and ``--quick`` trade quality for time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="generate data, run the whole pipeline, publish, show recommendations",
+        description=__doc__,
+    )
+    p.add_argument("--preset", default="demo", help="generator preset (default: demo)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--home", default=None, help="store URI (default: RELEVANCE_HOME)")
+    p.add_argument("--epochs", type=int, default=4, help="training epochs (early stopping may stop sooner)")
+    p.add_argument("--users", type=int, default=4, help="how many users to show")
+    p.add_argument("--skip-generate", action="store_true", help="reuse the landing zone already there")
+    p.set_defaults(func=run)
+
+
+def _log(t0: float, msg: str) -> None:
+    print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+
+def demo_model_config(epochs: int) -> dict:
+    """Training settings for the demo's time budget: a one-layer transformer, a few epochs."""
+    return {
+        "max_epochs": epochs,
+        "patience": 1,
+        "n_layers": 1,
+        "hidden": 64,
+        "batch_size": 1024,
+        "max_val_examples": 5_000,
+        "progress_bar": False,
+    }
+
+
+def run_pipeline(
+    home: str,
+    *,
+    days: list[str],
+    model_config: dict | None = None,
+    run_config_extra: dict | None = None,
+    instance=None,
+    log=print,
+) -> dict[str, bool]:
+    """Materialize every asset of the graph (all partitions, all checks) into ``home``; return
+    ``{step: success}``. Used by the demo and by the full-graph integration test."""
+    import dagster as dg
+
+    from relevance_assets.definitions import defs as load_defs
+
+    os.environ["RELEVANCE_HOME"] = home  # the code location's resources read it
+    defs = load_defs()
+    job = defs.resolve_implicit_global_asset_job_def()
+    if instance is None:
+        instance = (
+            dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+        )
+    key = dg.AssetKey
+    results: dict[str, bool] = {}
+
+    def execute(name: str, keys: list[str], **kwargs) -> bool:
+        r = job.execute_in_process(
+            instance=instance, asset_selection=[key(k) for k in keys], raise_on_error=False, **kwargs
+        )
+        results[name] = r.success
+        log(f"{name}: {'ok' if r.success else 'FAILED'}")
+        if not r.success:
+            for ev in r.all_events:
+                if ev.event_type_value in ("STEP_FAILURE", "ASSET_CHECK_EVALUATION") and (
+                    ev.event_type_value == "STEP_FAILURE"
+                    or not ev.event_specific_data.asset_check_evaluation.passed
+                ):
+                    log(f"  {ev.step_key}: {(ev.message or '')[:600]}")
+        return r.success
+
+    if not execute("items", ["items"]):
+        return results
+    for day in days:
+        if not execute(f"raw_events {day}", ["raw_events"], partition_key=day):
+            return results
+    tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
+    if not execute(
+        f"sessions + training_pairs {days[0]}..{days[-1]}", ["sessions", "training_pairs"], tags=tags
+    ):
+        return results
+    rest = [
+        k.to_user_string()
+        for k in defs.resolve_asset_graph().get_all_asset_keys()
+        if k.to_user_string() not in ("items", "raw_events", "sessions", "training_pairs")
+    ]
+    run_config: dict = {"ops": {}}
+    if model_config:
+        run_config["ops"]["two_tower_model"] = {"config": model_config}
+    for op, cfg in (run_config_extra or {}).items():
+        run_config["ops"][op] = {"config": cfg}
+    execute("model, index, evaluation, publish", sorted(rest), run_config=run_config)
+    return results
+
+
+def show_recommendations(home: str, n_users: int = 4, k: int = 5) -> None:
+    """A few test-period users: their last interactions and what the live bundle recommends them."""
+    import numpy as np
+    import pandas as pd
+
+    from relevance_core import bundle as B
+    from relevance_core.evaluation.retrieval import TowerRetriever
+    from relevance_core.evaluation.runner import load_pairs
+    from relevance_core.storage import store_from_uri
+
+    store = store_from_uri(home)
+    version = B.latest_version(store)
+    if version is None:
+        print("no bundle is published")
+        return
+    bdir, manifest = B.fetch(store, version)
+    retriever = TowerRetriever.from_dir(bdir)
+    items = pd.read_parquet(bdir / B.ITEMS).set_index("item_id")
+    pairs = load_pairs(store, "test")
+    pairs = pairs[pairs["user_id"].notna()]
+    if pairs.empty:
+        pairs = load_pairs(store, "validation")
+    latest = pairs.sort_values("target_ts").groupby("user_id").tail(1)
+    latest = latest[latest["hist_item_ids"].map(len) >= 4]
+    sample = latest.sample(n=min(n_users, len(latest)), random_state=7)
+    recs = retriever.recommend_lists(
+        sample["hist_item_ids"].tolist(),
+        sample["hist_event_types"].tolist(),
+        sample["hist_age_s"].tolist(),
+        k * 3,
+    )
+    avail = items["available"].to_dict() if "available" in items else {}
+
+    def label(item_id: str) -> str:
+        if item_id not in items.index:
+            return item_id
+        row = items.loc[item_id]
+        return f"{row['title']}  [{row['category_path']}]"
+
+    print(
+        f"\nbundle {version}: {manifest.n_items:,} items, index {manifest.index_factory}, metrics {manifest.metrics}"
+    )
+    for (_, q), rec in zip(sample.iterrows(), recs, strict=True):
+        print(f"\nuser {q['user_id']}")
+        print("  recent history (oldest first):")
+        hist = list(zip(q["hist_item_ids"], q["hist_event_types"], q["hist_age_s"], strict=False))[-5:]
+        for item_id, ev, age in hist:
+            print(f"    {ev:>16}  {label(item_id)}  ({age / 3600:.1f} h before)")
+        print("  recommended:")
+        shown = [i for i in rec if avail.get(i, True)][:k]
+        for i, item_id in enumerate(shown, 1):
+            print(f"    {i}. {label(item_id)}")
+        hit = q["target_item_id"] in shown
+        print(f"  next interaction: {label(q['target_item_id'])}{'  <- recommended' if hit else ''}")
+    _ = np  # numpy imported for pandas' sake
+
+
+def run(args: argparse.Namespace) -> int:
+    from relevance_core import bundle as B
+    from relevance_core.settings import relevance_home
+    from relevance_core.storage import store_from_uri
+
+    t0 = time.perf_counter()
+    home = args.home or relevance_home()
+    if "://" not in home:
+        home = os.path.abspath(home)
+    store = store_from_uri(home)
+    if not args.skip_generate:
+        from relevance_core.generator import preset, write_marketplace
+
+        cfg = preset(args.preset, seed=args.seed)
+        report = write_marketplace(cfg, store, clean=True)
+        days = [d.date for d in report.days]
+        _log(
+            t0,
+            f"generated {report.items:,} items, {report.events:,} events over {len(days)} days into {home}",
+        )
+    else:
+        days = sorted(
+            d.removeprefix("date=") for d in store.list_dirs("landing/events") if d.startswith("date=")
+        )
+    before = B.latest_version(store)
+    results = run_pipeline(
+        home, days=days, model_config=demo_model_config(args.epochs), log=lambda m: _log(t0, m)
+    )
+    after = B.latest_version(store)
+    if after is None or not all(results.values()):
+        _log(t0, f"pipeline did not publish (LATEST {before} -> {after}); see the failures above")
+        return 1
+    _log(t0, f"published bundle {after} (LATEST was {before})")
+    show_recommendations(home, n_users=args.users)
+    _log(t0, "demo done")
+    return 0

@@ -1,0 +1,102 @@
+"""The whole asset graph, in process, on a small generated marketplace: every asset and every check,
+then the gate's failure path (LATEST must not move)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from relevance_cli.commands.demo import run_pipeline
+    from relevance_core import bundle as B
+    from relevance_core.evaluation.runner import load_pairs
+    from relevance_core.generator import preset, write_marketplace
+    from relevance_core.storage import LocalStore
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("RELEVANCE_HOME", str(home))
+    store = LocalStore(home)
+    report = write_marketplace(preset("tiny"), store)
+    days = [d.date for d in report.days]
+    instance = dg.DagsterInstance.ephemeral()
+    model_cfg = {"max_epochs": 3, "n_layers": 1, "hidden": 64, "batch_size": 256, "patience": 2}
+    results = run_pipeline(str(home), days=days, model_config=model_cfg, instance=instance)
+    assert results and all(results.values()), results
+
+    # every asset materialized, every check ran and passed
+    defs_keys = {
+        "items",
+        "raw_events",
+        "sessions",
+        "training_pairs",
+        "dim_items",
+        "item_popularity",
+        "two_tower_model",
+        "item_embeddings",
+        "faiss_index",
+        "offline_evaluation",
+        "published_bundle",
+    }
+    for key in defs_keys:
+        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
+    from relevance_assets.defs.serving import assets as S
+
+    for asset, check in (
+        ("faiss_index", S.CHECK_ANN_RECALL),
+        ("offline_evaluation", S.CHECK_BEATS_BASELINES),
+        ("offline_evaluation", S.CHECK_NOT_WORSE),
+    ):
+        rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(asset), check)]
+        )[dg.AssetCheckKey(dg.AssetKey(asset), check)]
+        assert rec.status.value == "SUCCEEDED", (asset, check, rec.status)
+
+    # LATEST moved to a bundle that verifies
+    live = B.latest_version(store)
+    assert live is not None
+    path, manifest = B.fetch(store, live)
+    assert manifest.n_items == len(pd.read_parquet(path / B.ITEM_IDS))
+    assert set(B.REQUIRED_FILES) <= set(manifest.checksums)
+    assert manifest.metrics and "ndcg@10" in manifest.metrics
+
+    # cold items (in the catalog, never interacted with in training) are in the index and searchable
+    train = load_pairs(store, "train")
+    warm = set(train["target_item_id"]) | {i for h in train["hist_item_ids"] for i in h}
+    catalog = set(pd.read_parquet(path / B.ITEMS)["item_id"])
+    indexed = pd.read_parquet(path / B.ITEM_IDS)["item_id"].tolist()
+    cold = catalog - warm
+    assert cold and cold <= set(indexed)
+    from relevance_core.index import ItemIndex
+
+    index = ItemIndex.load(path)
+    emb = np.load(path / B.EMBEDDINGS)
+    row = indexed.index(sorted(cold)[0])
+    assert index.search(emb[row : row + 1], 1).item_ids[0, 0] == indexed[row]
+
+    # a failing gate: require an impossible margin over the baselines -> no publish, LATEST unchanged
+    job = None
+    from relevance_assets.definitions import defs as load_defs
+
+    job = load_defs().resolve_implicit_global_asset_job_def()
+    r = job.execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey("offline_evaluation"), dg.AssetKey("published_bundle")],
+        run_config={"ops": {"offline_evaluation": {"config": {"baseline_margin": 10.0}}}},
+        raise_on_error=False,
+    )
+    assert not r.success
+    failed = {
+        ev.event_specific_data.asset_check_evaluation.check_name
+        for ev in r.all_events
+        if ev.event_type_value == "ASSET_CHECK_EVALUATION"
+        and not ev.event_specific_data.asset_check_evaluation.passed
+    }
+    assert S.CHECK_BEATS_BASELINES in failed
+    assert B.latest_version(store) == live
+    assert B.list_versions(store) == [live]
