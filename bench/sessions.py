@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workdir", help="artifact store for the run (default: a temp dir, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
+    parser.add_argument(
+        "--verbose", action="store_true", help="Dagster run logs at DEBUG (default: warnings)"
+    )
     parser.add_argument("--skip-baselines", action="store_true", help="do not score popularity / session-kNN")
 
 
@@ -184,6 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             index_config=cfg["index"],
             spark_config={str(k): str(v) for k, v in cfg["spark"].items()},
             progress=lambda msg: print(f"[bench sessions] {msg}", flush=True),
+            log_level="DEBUG" if getattr(args, "verbose", False) else "WARNING",
         )
         t0 = time.perf_counter()
         lists = serve_predictions(pipe, prefixes, k_search, layout.event_spacing_s)

@@ -285,13 +285,13 @@ def build_index(
         except RuntimeError:  # e.g. HNSW or refine wrappers have no GPU implementation
             index = cpu_index
     if not index.is_trained:
-        ivf = faiss.try_extract_index_ivf(cpu_index) if built_on == "cpu" else None
+        ivf = faiss.try_extract_index_ivf(cpu_index)  # the CPU template knows nlist on either device
         nlist = ivf.nlist if ivf is not None else 256
         m = min(n, train_size or max(nlist * 64, 10_000))
         rng = np.random.default_rng(seed)
         sample = x[np.sort(rng.choice(n, size=m, replace=False))] if m < n else x
-        if ivf is not None:
-            ivf.cp.seed = seed
+        if ivf is not None and built_on == "cpu":
+            ivf.cp.seed = seed  # deterministic k-means: the same embeddings give the same index
         index.train(sample)
     index.add(x)
     if built_on == "gpu":

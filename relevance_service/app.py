@@ -150,6 +150,7 @@ def create_app(
     """Build the app. Raises :class:`~relevance_service.settings.SettingsError` when write endpoints
     would start without a token outside dev mode."""
     from relevance_service.controllers import admin, events, health, items, recommendations
+    from relevance_service.explorer import explorer_router
 
     settings = settings or get_settings()
     settings.check_startable()
@@ -171,6 +172,7 @@ def create_app(
     ]
     if settings.writes_allowed:
         handlers += [events.EventController, items.ItemWriteController, admin.AdminController]
+    handlers.append(explorer_router())
 
     openapi = OpenAPIConfig(
         title="relevance",

@@ -145,7 +145,9 @@ class BundleResponse(msgspec.Struct, kw_only=True):
 class ReloadRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Load this version instead of whatever ``LATEST`` names (e.g. to pin during an incident)."""
 
-    version: Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")] | None = None
+    version: (
+        Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")] | None
+    ) = None
 
 
 class ReloadResponse(msgspec.Struct, kw_only=True):

@@ -69,7 +69,9 @@ class CooccurrenceRecommender:
         *,
         decay: float = 0.8,
         event_weights: Mapping[str, float] | None = None,
+        max_history: int = 10,
     ):
+        self.max_history = max_history
         self.neighbours = neighbours
         self.popularity = popularity
         self.decay = decay
@@ -123,7 +125,9 @@ class CooccurrenceRecommender:
     ) -> list[str]:
         scores: dict[str, float] = {}
         n = len(history)
-        for pos, item in enumerate(history):
+        start = max(0, n - self.max_history)  # decay**max_history is negligible: skip the tail's cost
+        for pos in range(start, n):
+            item = history[pos]
             nb = self.neighbours.get(item)
             if nb is None:
                 continue

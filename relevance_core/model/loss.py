@@ -65,24 +65,30 @@ def sampled_logits(
     neg_items: Tensor | None = None,
     neg_ids: Tensor | None = None,
     neg_log_q: Tensor | None = None,
+    row_offset: int = 0,
 ) -> Tensor:
-    """Logits [B, B (+M)]; column i of the first B is example i's positive (labels = arange(B)).
+    """Logits [B, C (+M)]; column ``row_offset + i`` is example i's positive.
 
-    ``log_q`` [B]: log expected count of each in-batch candidate (B · p_j); subtracted from its column.
+    ``pos_items`` [C, D] / ``target_ids`` [C] are the in-batch candidates: the batch's own targets (C = B),
+    or under DDP the targets gathered from every rank (C = world · B, this rank's at ``row_offset``).
+    ``log_q`` [C]: log expected count of each in-batch candidate (C · p_j); subtracted from its column.
     ``neg_*``: M extra negatives (vectors [M, D], ids [M], log expected counts [M])."""
+    B = user.shape[0]
     logits = (user @ pos_items.T).float() * inv_temperature
     if log_q is not None:
         logits = logits - log_q.float().unsqueeze(0)
+    rows = torch.arange(B, device=user.device)
+    own = target_ids[row_offset : row_offset + B]
     if remove_accidental_hits:
-        same = target_ids.unsqueeze(0) == target_ids.unsqueeze(1)
-        same.fill_diagonal_(False)
+        same = own.unsqueeze(1) == target_ids.unsqueeze(0)
+        same[rows, rows + row_offset] = False
         logits = logits.masked_fill(same, float("-inf"))
     if neg_items is not None:
         neg = (user @ neg_items.T).float() * inv_temperature
         if neg_log_q is not None:
             neg = neg - neg_log_q.float().unsqueeze(0)
         if remove_accidental_hits and neg_ids is not None:
-            neg = neg.masked_fill(neg_ids.unsqueeze(0) == target_ids.unsqueeze(1), float("-inf"))
+            neg = neg.masked_fill(neg_ids.unsqueeze(0) == own.unsqueeze(1), float("-inf"))
         logits = torch.cat([logits, neg], dim=1)
     return logits
 
@@ -99,6 +105,7 @@ def sampled_softmax_loss(
     neg_items: Tensor | None = None,
     neg_ids: Tensor | None = None,
     neg_log_q: Tensor | None = None,
+    row_offset: int = 0,
 ) -> Tensor:
     """In-batch (+ optional uniform) sampled softmax with logQ correction and accidental-hit masking."""
     logits = sampled_logits(
@@ -111,8 +118,9 @@ def sampled_softmax_loss(
         neg_items=neg_items,
         neg_ids=neg_ids,
         neg_log_q=neg_log_q,
+        row_offset=row_offset,
     )
-    labels = torch.arange(user.shape[0], device=user.device)
+    labels = torch.arange(user.shape[0], device=user.device) + row_offset
     return _weighted_mean(F.cross_entropy(logits, labels, reduction="none"), weights)
 
 

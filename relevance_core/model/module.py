@@ -90,15 +90,23 @@ class TwoTowerModule(pl.LightningModule):
         hist_vecs = vecs[: B * L].view(B, L, -1)
         pos = vecs[B * L : B * L + B]
         user = self.model.user_tower(hist_vecs, hist_rows > 0, hist_events, hist_age)
+        cand, cand_ids, offset = pos, target, 0
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            # DDP: score against every rank's targets (with gradients), so the softmax sees the same
+            # world · B negatives a single process with the global batch would; ranks have equal B
+            cand = self.all_gather(pos, sync_grads=True).reshape(-1, pos.shape[-1])
+            cand_ids = self.all_gather(target).reshape(-1)
+            offset = self.global_rank * B
         log_q = neg_log_q = None
         if self.cfg.logq_correction:
-            log_q = self.log_p[target] + math.log(B)
+            log_q = self.log_p[cand_ids] + math.log(cand_ids.shape[0])
             if M > 0:
                 neg_log_q = torch.full((M,), math.log(M / (self.model.n_rows - 1)), device=target.device)
         return sampled_softmax_loss(
             user,
-            pos,
-            target,
+            cand,
+            cand_ids,
             inv_temperature=inv_t,
             log_q=log_q,
             weights=w,
@@ -106,6 +114,7 @@ class TwoTowerModule(pl.LightningModule):
             neg_items=vecs[B * L + B :] if M > 0 else None,
             neg_ids=parts[2] if M > 0 else None,
             neg_log_q=neg_log_q,
+            row_offset=offset,
         )
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:

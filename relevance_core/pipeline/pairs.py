@@ -113,11 +113,10 @@ def make_pairs(
     horizon = pcfg.horizon_us
     span = (scfg.lookback_days + 1) * US_PER_DAY + scfg.gap_us
     # Interactions of a session as structs ordered like the reference: (ts, funnel rank, item, key, pos).
+    # A session's interactions, slim (ts, item, type, weight): these arrays are copied into every pair.
     inter = (
-        "filter(transform(arrays_zip(item_ids, event_types, timestamps, weights), (x, i) -> named_struct("
-        "'ts', unix_micros(x.timestamps), "
-        f"'rk', {rank_sql('x.event_types')}, "
-        "'item', x.item_ids, 'sk', session_key, 'pos', i, 'type', x.event_types, 'w', x.weights)), "
+        "filter(transform(arrays_zip(item_ids, event_types, timestamps, weights), x -> named_struct("
+        "'ts', unix_micros(x.timestamps), 'item', x.item_ids, 'type', x.event_types, 'w', x.weights)), "
         "y -> y.type <> 'impression')"
     )
     s = sessions.select(
@@ -128,15 +127,23 @@ def make_pairs(
         F.expr("unix_micros(end_ts)").alias("end_us"),
         F.expr(inter).alias("inter"),
     ).where("size(inter) > 0")
-    # For known users: the last L interactions of each earlier session (ended before this one started).
-    tail = f"slice(inter, greatest(size(inter) - {L} + 1, 1), {L})"
+    # For known users: the last L interactions of each earlier session (ended before this one started),
+    # with the sort key the reference uses across sessions (ts, funnel rank, item, session, position).
+    tail = (
+        f"transform(slice(inter, greatest(size(inter) - {L} + 1, 1), {L}), (y, k) -> named_struct("
+        f"'ts', y.ts, 'rk', {rank_sql('y.type')}, 'item', y.item, 'sk', session_key, 'k', k, "
+        "'type', y.type, 'w', y.w))"
+    )
     w = Window.partitionBy("user_id").orderBy("start_us").rangeBetween(-(horizon + span), 0)
     known = s.where("user_id IS NOT NULL").withColumn(
         "prev", F.collect_list(F.struct(F.col("end_us"), F.expr(tail).alias("tail"))).over(w)
     )
     known = known.withColumn(
         "prefix",
-        F.expr("array_sort(flatten(transform(filter(prev, p -> p.end_us < start_us), p -> p.tail)))"),
+        F.expr(
+            "transform(array_sort(flatten(transform(filter(prev, p -> p.end_us < start_us), p -> p.tail))), "
+            "y -> named_struct('ts', y.ts, 'item', y.item, 'type', y.type, 'w', y.w))"
+        ),
     ).drop("prev")
     anon = s.where("user_id IS NULL").withColumn("prefix", F.expr("slice(inter, 1, 0)"))
     start_d, end_d = str(start), str(end)

@@ -173,15 +173,17 @@ def sessionize(prepared, cfg: SessionConfig, start: str, end: str, bots=None):
     ev = prepared
     if bots is not None:
         ev = ev.join(F.broadcast(bots.select("user_id", "dayn")), ["user_id", "dayn"], "left_anti")
-    ev = ev.withColumn("stream", F.expr(stream_sql()))
+    # A 64-bit hash leads the partition key: Spark's sort compares an 8-byte prefix first, and stream
+    # strings share long prefixes ("uuser_00..."), so the hash settles most comparisons.
+    ev = ev.withColumn("stream", F.expr(stream_sql())).withColumn("sh", F.xxhash64("stream"))
     order = [F.col("ts_us"), F.col("rk"), F.col("item_id"), F.coalesce(F.col("device_type"), F.lit(""))]
-    w = Window.partitionBy("stream").orderBy(*order)
+    w = Window.partitionBy("sh", "stream").orderBy(*order)
     gap = cfg.gap_us
     ev = ev.withColumn("prev_us", F.lag("ts_us").over(w)).withColumn(
         "is_new", F.expr(f"CASE WHEN prev_us IS NULL OR ts_us - prev_us > {gap} THEN 1 ELSE 0 END")
     )
     ev = ev.withColumn("sidx", F.sum("is_new").over(w.rowsBetween(Window.unboundedPreceding, 0)))
-    sess = ev.groupBy("stream", "sidx").agg(
+    sess = ev.groupBy("sh", "stream", "sidx").agg(
         F.first("user_id", ignorenulls=True).alias("user_id"),
         F.min("ts_us").alias("start_us"),
         F.max("ts_us").alias("end_us"),

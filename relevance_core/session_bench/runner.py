@@ -65,12 +65,14 @@ def run_pipeline(
     index_config: dict[str, Any] | None = None,
     spark_config: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    log_level: str = "WARNING",
 ) -> PipelineRun:
     """Materialize ingestion → pipeline → model assets over the converted landing zone in ``store_root``.
 
     ``pairs_config`` / ``model_config`` / ``index_config`` are the run config of ``training_pairs``,
     ``two_tower_model`` and ``faiss_index`` (their ``dg.Config`` fields); the split dates come from
-    ``layout`` (validation sessions start on their own day; the test split is empty)."""
+    ``layout`` (validation sessions start on their own day; the test split is empty). ``log_level`` is
+    the Dagster console log level of the runs (a backfill of 20 days at DEBUG buries the result)."""
     import dagster as dg
     from dagster_pyspark import LazyPySparkResource
 
@@ -89,10 +91,12 @@ def run_pipeline(
         "spark": LazyPySparkResource(spark_config=spark_conf(spark_config)),
     }
     seconds: dict[str, float] = {}
+    loggers = {"console": {"config": {"log_level": log_level}}}
 
-    def materialize(assets, *, key: str, **kwargs):
+    def materialize(assets, *, key: str, run_config: dict[str, Any] | None = None, **kwargs):
         t0 = time.perf_counter()
-        res = dg.materialize(assets, instance=instance, resources=resources, **kwargs)
+        rc = dict(run_config or {}) | {"loggers": loggers}
+        res = dg.materialize(assets, instance=instance, resources=resources, run_config=rc, **kwargs)
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
         if not res.success:
             raise RuntimeError(f"materializing {[a.key.to_user_string() for a in assets]} failed")
@@ -139,7 +143,9 @@ def run_pipeline(
     ops: dict[str, Any] = {"faiss_index": {"config": dict(index_config or {})}}
     if model_step == "dagster":
         ops["two_tower_model"] = {"config": model_cfg}
-    res = dg.materialize(model_assets, instance=instance, resources=resources, run_config={"ops": ops})
+    res = dg.materialize(
+        model_assets, instance=instance, resources=resources, run_config={"ops": ops, "loggers": loggers}
+    )
     if not res.success:
         raise RuntimeError(f"materializing {names} failed")
     if model_step == "dagster":

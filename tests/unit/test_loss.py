@@ -112,3 +112,17 @@ def test_temperature_fixed_or_learnable():
     with torch.no_grad():
         learn.log_inv.fill_(50.0)
     assert learn().item() == pytest.approx(0.01, rel=1e-5), "clamped at the minimum temperature"
+
+
+def test_gathered_candidates_under_ddp_put_the_positive_at_the_ranks_offset():
+    """Rank 1 of 2 (B=2) scores its users against both ranks' targets: its positives are columns 2 and 3,
+    and rank 0's copy of the same target item is an accidental hit, not a negative."""
+    user = torch.randn(2, 8)
+    cand = torch.randn(4, 8)
+    ids = torch.tensor([5, 6, 6, 9])  # rank 0's targets 5, 6; this rank's 6, 9
+    logits = sampled_logits(user, cand, ids, inv_temperature=1.0, row_offset=2)
+    assert torch.isneginf(logits[0, 1]) and torch.isfinite(logits[0, 2])
+    assert torch.isfinite(logits[1]).all()
+    loss = sampled_softmax_loss(user, cand, ids, inv_temperature=1.0, row_offset=2)
+    expected = F.cross_entropy(logits, torch.tensor([2, 3]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)

@@ -1,0 +1,496 @@
+"""Serving latency and throughput: ``relevance bench serve`` (issue 6).
+
+What it does, in one run:
+
+1. **Bundle.** A catalog of ``--items`` listings from the marketplace generator (default 1M), a feature
+   encoder fitted on it, an (untrained: latency does not depend on the weights) two-tower model exported
+   with the project's TorchScript export, item embeddings, a FAISS index built and tuned with
+   ``relevance_core.index`` (IVF for large catalogs), assembled and published with
+   ``relevance_core.publishing`` / ``bundle.publish``. Cached under ``--work-dir`` per size, so reruns
+   skip this (``--rebuild`` forces it).
+2. **Server.** ``relevance serve`` in its own process on 127.0.0.1 (uvicorn, ``--workers``); user state
+   is filled through ``POST /v1/events`` (``--users`` users with 10 interactions each).
+3. **Load.** A second process drives ``GET /v1/users/{id}/recommendations?k=20`` (90% known users, 10%
+   unknown → popular fallback) over keep-alive HTTP/1.1 connections:
+   - *open loop* at ``--rate`` requests/s for ``--duration`` s: requests are sent on a fixed schedule
+     whether or not earlier answers arrived, and latency counts from the scheduled send time (no
+     coordinated omission). → ``p50_ms``, ``p99_ms``, ``errors``, ``open_loop_rps``;
+   - *closed loop* at ``--concurrency`` outstanding requests for ``--duration`` s: the most the server
+     answers per second. → ``rps``.
+   The client's own CPU use is reported (``client_cpu_pct``): on a 2-core machine the load generator
+   competes with the server, and a number without it is not interpretable.
+4. **Reference.** In this process, with the server idle: the raw path (user tower + FAISS top-K with the
+   same K and search breadth as the service, one query per call, one thread) → ``raw_path_rps``;
+   ``ratio = rps / raw_path_rps`` is what HTTP, state, re-ranking, hydration, metrics and impressions cost.
+
+Goals (issue 6): ``p99_ms`` ≤ 10 at 500 req/s offered; ``ratio`` ≥ 0.6.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--items", type=int, default=1_000_000, help="catalog size (default 1M)")
+    p.add_argument("--rate", type=float, default=500.0, help="open-loop offered rate, requests/s")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per load phase")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
+    p.add_argument("--concurrency", type=int, default=4, help="closed-loop outstanding requests")
+    p.add_argument("--users", type=int, default=2000, help="users given a history before the run")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn workers")
+    p.add_argument("--raw-seconds", type=float, default=5.0, help="seconds measuring the raw path")
+    p.add_argument(
+        "--work-dir",
+        default=os.environ.get("RELEVANCE_BENCH_DIR", str(Path(tempfile.gettempdir()) / "relevance-bench")),
+    )
+    p.add_argument("--rebuild", action="store_true", help="rebuild the bundle even if cached")
+    p.add_argument("--seed", type=int, default=0)
+
+
+# -- 1. the bundle ---------------------------------------------------------------------------------------------
+def build_bundle(home: Path, n_items: int, seed: int = 0) -> dict[str, Any]:
+    """Generate, encode, export, index, assemble and publish a bundle of ``n_items`` into ``home``."""
+    import pandas as pd
+    import torch
+
+    from relevance_core import bundle as B
+    from relevance_core.features import FeatureEncoder
+    from relevance_core.generator.catalog import build_catalog
+    from relevance_core.generator.config import MarketplaceConfig
+    from relevance_core.index import build_index, tune_search
+    from relevance_core.model.config import TwoTowerConfig
+    from relevance_core.model.export import script_towers
+    from relevance_core.model.towers import TwoTower
+    from relevance_core.publishing import assemble_bundle
+    from relevance_core.storage import LocalStore
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    cat = build_catalog(
+        MarketplaceConfig(n_items=n_items, n_users=100, n_events=1000, seed=seed),
+        np.random.default_rng(seed),
+        0,
+    )
+    items = cat.to_table()
+    timings = {"catalog_s": time.perf_counter() - t0}
+    t = time.perf_counter()
+    cfg = TwoTowerConfig(history_length=20)
+    # every item counts as seen in training so the user tower knows every id (as it would after training)
+    encoder = FeatureEncoder.fit(
+        items, dict.fromkeys(items.column("item_id").to_pylist(), 1), history_length=20
+    )
+    model = TwoTower(cfg, encoder.sizes())
+    model.set_catalog(encoder.encode_catalog(items), encoder.id_known_tensor())
+    model.eval()
+    timings["encode_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model_dir = home.parent / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.mkdir(parents=True)
+    user, item = script_towers(model)
+    user.save(str(model_dir / B.USER_TOWER))
+    item.save(str(model_dir / B.ITEM_TOWER))
+    (model_dir / B.FEATURES).write_text(encoder.to_json())
+    # the user tower's baked item table is the item tower over every vocabulary row (row 0 = padding)
+    table = user.item_table.numpy()[1:]
+    ids = encoder.item_ids
+    timings["export_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    index = build_index(table, ids, seed=seed)
+    rng = np.random.default_rng(seed)
+    queries = table[rng.choice(len(table), size=min(200, len(table)), replace=False)]
+    tuned = tune_search(index, table, queries + rng.normal(0, 0.05, queries.shape).astype(np.float32), k=100)
+    timings["index_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pop = pd.DataFrame(
+        {"item_id": items.column("item_id").to_pylist(), "score": cat.pop_score.astype(float) * 100}
+    )
+    stage = Path(tempfile.mkdtemp(prefix="relevance-bench-bundle-", dir=home.parent)) / "bundle"
+    manifest = assemble_bundle(
+        stage,
+        model_dir=model_dir,
+        index=index,
+        embeddings=table,
+        items=items,
+        popularity=pop,
+        data={"source": "bench/serve.py", "n_items": n_items, "seed": seed},
+        metrics={"recall_at_100_vs_exact": tuned["recall"]},
+    )
+    store = LocalStore(home)
+    B.publish(store, stage, keep=1)
+    shutil.rmtree(stage.parent, ignore_errors=True)
+    timings["publish_s"] = time.perf_counter() - t
+    return {
+        "version": manifest.version,
+        "index": index.describe(),
+        "tuned": tuned.get("search_params"),
+        **timings,
+    }
+
+
+def ensure_bundle(work_dir: Path, n_items: int, rebuild: bool, seed: int) -> tuple[Path, dict[str, Any]]:
+    from relevance_core import bundle as B
+    from relevance_core.storage import LocalStore
+
+    home = work_dir / f"serve-{n_items}" / "home"
+    if not rebuild and home.exists():
+        store = LocalStore(home)
+        version = B.latest_version(store)
+        if version:
+            try:
+                manifest = B.read_manifest(store, version)
+                if manifest.n_items == n_items:
+                    return home, {"version": version, "cached": True}
+            except B.BundleError:
+                pass
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    return home, {**build_bundle(home, n_items, seed), "cached": False}
+
+
+# -- 2. the server ---------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, port: int, workers: int, log_path: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "RELEVANCE_HOME": str(home),
+        "RELEVANCE_API_TOKEN": TOKEN,
+        "RELEVANCE_PSEUDONYM_KEY": "bench",
+        "RELEVANCE_SEED_FROM_LAKE": "0",
+        "RELEVANCE_POLL_INTERVAL_S": "60",
+    }
+    log = open(log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relevance_cli.main",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 900.0) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("server did not become ready")
+
+
+def drain(url: str, timeout: float = 120.0) -> None:
+    """Wait until the server answers promptly again (a backlog left by an overloaded phase must not be
+    measured by the next one)."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        t = time.perf_counter()
+        try:
+            httpx.get(f"{url}/healthz", timeout=30)
+        except httpx.HTTPError:
+            pass
+        if time.perf_counter() - t < 0.05:
+            return
+        time.sleep(0.5)
+
+
+def user_histories(item_ids: list[str], n_users: int, seed: int) -> dict[str, list[str]]:
+    rng = random.Random(seed)
+    return {f"bench-user-{u}": rng.sample(item_ids, 10) for u in range(n_users)}
+
+
+def seed_users(url: str, histories: dict[str, list[str]]) -> None:
+    import httpx
+
+    events = [
+        {"user_id": u, "item_id": i, "event_type": "view"} for u, items in histories.items() for i in items
+    ]
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        for s in range(0, len(events), 1000):
+            r = c.post("/v1/events", json={"events": events[s : s + 1000]})
+            r.raise_for_status()
+
+
+# -- 3. the load generator (runs in its own process) --------------------------------------------------------------
+async def _http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: bytes) -> int:
+    writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _load(
+    port: int, paths: list[bytes], mode: str, rate: float, duration: float, warmup: float, concurrency: int
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    # open loop: a request that cannot even be sent because this many are already outstanding counts as
+    # an error (the server is not keeping up); without a cap a stalled server would be buried under
+    # thousands of queued requests and the next phase would measure the backlog
+    max_in_flight = 512
+    in_flight = 0
+    dropped = 0
+    idle: list[tuple] = []
+    lat: list[float] = []
+    errors = 0
+    done = 0
+    rng = random.Random(1)
+
+    async def conn():
+        return idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+
+    async def one(t_sched: float, measure: bool) -> None:
+        nonlocal errors, done, in_flight
+        in_flight += 1
+        try:
+            await _one(t_sched, measure)
+        finally:
+            in_flight -= 1
+
+    async def _one(t_sched: float, measure: bool) -> None:
+        nonlocal errors, done
+        c = None
+        try:
+            c = await conn()
+            status = await asyncio.wait_for(_http_get(*c, rng.choice(paths)), timeout=10)
+        except Exception:
+            errors += measure
+            if c is not None:
+                c[1].close()
+            return
+        idle.append(c)
+        if measure:
+            lat.append(loop.time() - t_sched)
+            done += 1
+            if status != 200:
+                errors += 1
+
+    cpu0 = time.process_time()
+    if mode == "open":
+        tasks = set()
+        start = loop.time() + 0.05
+        n_warm, n = int(rate * warmup), int(rate * (warmup + duration))
+        t_measure = start + warmup
+        for i in range(n):
+            t = start + i / rate
+            delay = t - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if in_flight >= max_in_flight:
+                dropped += i >= n_warm
+                errors += i >= n_warm
+                continue
+            task = loop.create_task(one(t, i >= n_warm))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*list(tasks))
+        wall = loop.time() - t_measure
+    else:
+        stop_warm = loop.time() + warmup
+        end = stop_warm + duration
+
+        async def worker() -> None:
+            while loop.time() < end:
+                t = loop.time()
+                await one(t, t >= stop_warm)
+
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        wall = duration
+    cpu = time.process_time() - cpu0
+    for _, w in idle:
+        w.close()
+    arr = np.asarray(lat) * 1000.0
+    return {
+        "requests": done,
+        "errors": errors,
+        "rps": round(done / wall, 1) if wall > 0 else 0.0,
+        "p50_ms": round(float(np.percentile(arr, 50)), 3) if len(arr) else None,
+        "p99_ms": round(float(np.percentile(arr, 99)), 3) if len(arr) else None,
+        "max_ms": round(float(arr.max()), 3) if len(arr) else None,
+        "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
+        "not_sent": dropped,
+    }
+
+
+def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    q.put(asyncio.run(_load(port, paths, mode, rate, duration, warmup, concurrency)))
+
+
+def run_client(port: int, paths: list[bytes], mode: str, args) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(
+        target=_client_process,
+        args=(q, port, paths, mode, args.rate, args.duration, args.warmup, args.concurrency),
+    )
+    p.start()
+    out = q.get(timeout=args.duration + args.warmup + 300)
+    p.join(timeout=30)
+    return out
+
+
+# -- 4. the in-process raw path ------------------------------------------------------------------------------------
+def raw_path_rps(home: Path, histories: dict[str, list[str]], seconds: float) -> dict[str, Any]:
+    import faiss
+    import torch
+
+    from relevance_core import bundle as B
+    from relevance_core.storage import LocalStore
+    from relevance_service.serving_bundle import ServingBundle
+    from relevance_service.settings import ServiceSettings
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    store = LocalStore(home)
+    path, manifest = B.fetch(store, B.latest_version(store))
+    b = ServingBundle.load(path, manifest, verify=False)
+    k = ServiceSettings().candidates_k
+    hists = [[(i, "view", 60.0 * (j + 1)) for j, i in enumerate(h)] for h in histories.values()]
+    for h in hists[:20]:
+        b.search(b.user_vector(h), k)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        b.search(b.user_vector(hists[n % len(hists)]), k)
+        n += 1
+    elapsed = time.perf_counter() - t0
+    return {
+        "raw_path_rps": round(n / elapsed, 1),
+        "raw_path_ms": round(1000 * elapsed / n, 3),
+        "k": k,
+        "search": {"nprobe": b.default_breadth.nprobe},
+    }
+
+
+# -- entry point -----------------------------------------------------------------------------------------------------
+def run(args) -> dict[str, Any]:
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    home, build = ensure_bundle(work, args.items, args.rebuild, args.seed)
+    print(f"bundle ready in {time.perf_counter() - t0:.1f}s: {build}", file=sys.stderr)
+    import pyarrow.parquet as pq
+
+    from relevance_core import bundle as B
+    from relevance_core.storage import LocalStore
+
+    store = LocalStore(home)
+    bdir = store.local_dir(B.bundle_key(B.latest_version(store)))
+    ids = pq.read_table(bdir / B.ITEM_IDS).column("item_id").to_pylist()
+    histories = user_histories(ids, args.users, args.seed)
+    del ids
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = work / "server.log"
+    proc = start_server(home, port, args.workers, log_path)
+    try:
+        t = time.perf_counter()
+        wait_ready(url, proc, log_path)
+        startup_s = time.perf_counter() - t
+        seed_users(url, histories)
+        users = list(histories)
+        paths = [f"/v1/users/{u}/recommendations?k=20".encode() for u in users]
+        paths += [f"/v1/users/anon-{i}/recommendations?k=20".encode() for i in range(len(users) // 9)]
+        open_loop = run_client(port, paths, "open", args)
+        drain(url)
+        closed_loop = run_client(port, paths, "closed", args)
+        server_rss_mb = _rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    raw = raw_path_rps(home, histories, args.raw_seconds)
+    rps = closed_loop["rps"]
+    return {
+        "bench": "serve",
+        "items": args.items,
+        "p50_ms": open_loop["p50_ms"],
+        "p99_ms": open_loop["p99_ms"],
+        "rps": rps,
+        "errors": open_loop["errors"] + closed_loop["errors"],
+        "raw_path_rps": raw["raw_path_rps"],
+        "ratio": round(rps / raw["raw_path_rps"], 3) if raw["raw_path_rps"] else None,
+        "offered_rps": args.rate,
+        "open_loop_rps": open_loop["rps"],
+        "client_cpu_pct": open_loop["client_cpu_pct"],
+        "open_loop": open_loop,
+        "closed_loop": {**closed_loop, "concurrency": args.concurrency},
+        "raw_path": raw,
+        "workers": args.workers,
+        "server_startup_s": round(startup_s, 2),
+        "server_rss_mb": server_rss_mb,
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "bundle": build,
+        "goals": {"p99_ms_max": 10.0, "ratio_min": 0.6},
+    }
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    except Exception:
+        return None
