@@ -6,9 +6,9 @@ The data set is read with ``pyarrow.dataset`` one record batch at a time and nev
   inside a bounded buffer (``shuffle_buffer`` examples) — the usual streaming compromise;
 - encoding is vectorised on Arrow arrays (``pyarrow.compute.index_in`` against the item vocabulary) and
   yields whole batches (``DataLoader(batch_size=None)``), so per-example Python work is nil;
-- sharding for DDP / DataLoader workers is by global example index (``i % shards == shard``) and every
-  training shard stops after the same number of full batches, because DDP ranks with unequal batch
-  counts deadlock in the gradient all-reduce.
+- sharding for DDP / DataLoader workers: every shard reads the stream, shuffles each buffer identically and
+  takes its rows of every global batch; every training shard stops after the same number of full batches,
+  because DDP ranks with unequal batch counts deadlock in the gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -234,9 +234,15 @@ class PairsIterable(IterableDataset):
                     yield encode_pairs(rb, self.encoder, self.L)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        # Every shard reads the whole stream and shuffles each buffer with the same generator, then takes
+        # its slice of every global batch (rows shard, shard + shards, ...). So the union of the shards'
+        # batch k is one uniformly shuffled global batch. (Sharding *before* shuffling would pair each
+        # example with its neighbour in the file — the same user's next event — on the other rank, and
+        # those near-duplicates become false in-batch negatives under DDP.)
         shard, shards = _shard()
         rng = np.random.default_rng([self.seed, self.epoch])
         limit = self.batches_per_shard(shards) if self.drop_last else None
+        gb = self.batch_size * shards
         max_global = self.max_examples
         seen_global = 0
         emitted = 0
@@ -250,17 +256,19 @@ class PairsIterable(IterableDataset):
             d = _concat(buf)
             if self.shuffle:
                 d = _take(d, rng.permutation(len(d["target_rows"])))
-            n_full = len(d["target_rows"]) // self.batch_size
+            n_full = len(d["target_rows"]) // gb
             for b in range(n_full):
                 if limit is not None and emitted >= limit:
                     break
-                yield to_batch(_take(d, slice(b * self.batch_size, (b + 1) * self.batch_size)))
+                yield to_batch(_take(d, slice(b * gb + shard, (b + 1) * gb, shards)))
                 emitted += 1
-            rest = _take(d, slice(n_full * self.batch_size, None))
+            rest = _take(d, slice(n_full * gb, None))
             buf, buffered = ([rest], len(rest["target_rows"])) if len(rest["target_rows"]) else ([], 0)
             if final and buffered and not self.drop_last:
-                yield to_batch(rest)
-                emitted += 1
+                mine = _take(rest, slice(shard, None, shards))
+                if len(mine["target_rows"]):
+                    yield to_batch(mine)
+                    emitted += 1
                 buf, buffered = [], 0
 
         for d in self._examples(rng):
@@ -271,9 +279,7 @@ class PairsIterable(IterableDataset):
                 if seen_global + n > max_global:
                     d = _take(d, slice(0, max_global - seen_global))
                     n = max_global - seen_global
-            mine = (seen_global + np.arange(n)) % shards == shard
             seen_global += n
-            d = _take(d, mine)
             if self.drop_unknown_targets:
                 d = _take(d, d["target_rows"] > 0)
             if len(d["target_rows"]) == 0:

@@ -175,7 +175,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process_quality(marketplace, tm
     pairs, items = marketplace
     write_pairs(pairs, tmp_path / "pairs")
     pq.write_table(pa.Table.from_pandas(items, preserve_index=False), tmp_path / "items.parquet")
-    base = {k: v for k, v in FAST.items() if k != "num_threads"} | {"max_epochs": 5, "patience": 5, "lr": 1e-2}
+    base = {k: v for k, v in FAST.items() if k != "num_threads"} | {"max_epochs": 4, "patience": 4}
     single = _run_cli(tmp_path / "pairs", tmp_path / "items.parquet", tmp_path / "single", base)
     ddp = _run_cli(
         tmp_path / "pairs",
