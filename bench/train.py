@@ -31,8 +31,7 @@ def _batches(preset: str, batch_size: int, n: int, encoder: str):
 
     from relevance_core.features import FeatureEncoder
     from relevance_core.model.config import TwoTowerConfig
-    from relevance_core.model.data import PairsIterable, scan_item_counts
-    from relevance_core.model.data import open_pairs
+    from relevance_core.model.data import PairsIterable, open_pairs, scan_item_counts
     from relevance_core.model.module import TwoTowerModule
     from relevance_core.model.synthetic import make_marketplace
 

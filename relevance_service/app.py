@@ -160,6 +160,7 @@ def create_app(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+        log.propagate = False  # Litestar may configure the root logger later: print once, not twice
     if settings.dev_mode and settings.write_endpoints and not settings.api_token:
         log.warning("DEV MODE: write and admin endpoints are open to anyone (no RELEVANCE_API_TOKEN)")
     service = Service(settings, store=store, user_state=user_state)

@@ -324,7 +324,7 @@ class ServingState:
         return code
 
     # -- candidates -------------------------------------------------------------------------------------------
-    def main_candidates(self, rows: np.ndarray, scores: np.ndarray) -> Candidates:
+    def main_candidates(self, rows: np.ndarray, scores: np.ndarray, *, distinct: bool = False) -> Candidates:
         b = self.bundle
         return Candidates(
             rows=rows,
@@ -337,6 +337,7 @@ class ServingState:
             price=b.price[rows],
             popularity=b.popularity[rows],
             boost=b.boost[rows],
+            distinct=distinct,
         )
 
     def overlay_candidates(self, local: np.ndarray, scores: np.ndarray, data: OverlayData) -> Candidates:
@@ -369,7 +370,8 @@ class ServingState:
     def retrieve(self, q: np.ndarray, k: int, breadth=None) -> Candidates:
         """FAISS top-k over the bundle plus exact top-k over the live overlay."""
         scores, rows = self.bundle.search(q, k, breadth)
-        return Candidates.concat([self.main_candidates(rows, scores), self.overlay_top(q, k)])
+        # one FAISS search returns each row once; only mixing in the overlay can duplicate an item
+        return Candidates.concat([self.main_candidates(rows, scores, distinct=True), self.overlay_top(q, k)])
 
     def filtered_subset(self, category_codes, max_price, location_code) -> tuple[np.ndarray, np.ndarray]:
         """All bundle rows and overlay entries that pass the request filters and are available

@@ -179,7 +179,11 @@ class Recommender:
         while True:
             rows = order[:chunk]
             res = self._rerank(
-                state, state.main_candidates(rows, b.popularity[rows]), filters, k, self.popular_cfg
+                state,
+                state.main_candidates(rows, b.popularity[rows], distinct=True),
+                filters,
+                k,
+                self.popular_cfg,
             )
             if res.n >= k or chunk >= len(order):
                 break

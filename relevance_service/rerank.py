@@ -74,12 +74,17 @@ class Candidates:
     price: np.ndarray  # float64, NaN = unknown
     popularity: np.ndarray  # float32 in [0, 1] (normalised log popularity)
     boost: np.ndarray  # float32 additive promotion boost
+    #: True when ``rows`` are known to be distinct (one FAISS search), so the duplicate check is skipped
+    distinct: bool = False
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {k: v for k, v in self.__dict__.items() if k != "distinct"}
+
     def take(self, idx: np.ndarray) -> Candidates:
-        return Candidates(**{k: v[idx] for k, v in self.__dict__.items()})
+        return Candidates(**{k: v[idx] for k, v in self._arrays().items()}, distinct=self.distinct)
 
     @staticmethod
     def concat(parts: list[Candidates]) -> Candidates:
@@ -88,7 +93,7 @@ class Candidates:
             return Candidates.empty()
         if len(parts) == 1:
             return parts[0]
-        return Candidates(**{k: np.concatenate([p.__dict__[k] for p in parts]) for k in parts[0].__dict__})
+        return Candidates(**{k: np.concatenate([p.__dict__[k] for p in parts]) for k in parts[0]._arrays()})
 
     @staticmethod
     def empty() -> Candidates:
@@ -145,11 +150,12 @@ def apply_filters(c: Candidates, f: Filters) -> tuple[np.ndarray, dict[str, int]
 
     if len(c) == 0:
         return np.zeros(0, dtype=np.int64), counts
-    # the same item can come from the index and the live overlay, or from two widened searches
-    _, first = np.unique(c.rows, return_index=True)
-    uniq = np.zeros(len(c), dtype=bool)
-    uniq[first] = True
-    rule(RULE_DUPLICATE, uniq)
+    if not c.distinct:
+        # the same item can come from the index and the live overlay, or from two widened searches
+        _, first = np.unique(c.rows, return_index=True)
+        uniq = np.zeros(len(c), dtype=bool)
+        uniq[first] = True
+        rule(RULE_DUPLICATE, uniq)
     rule(RULE_UNAVAILABLE, c.available)
     if len(f.query_rows):
         rule(RULE_QUERY_ITEM, ~np.isin(c.rows, f.query_rows))

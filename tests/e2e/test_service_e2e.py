@@ -54,8 +54,20 @@ class Server:
         }
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relevance_cli.main", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--poll-interval", str(POLL_S), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "relevance_cli.main",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--poll-interval",
+                str(POLL_S),
+                "--log-level",
+                "warning",
+            ],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -141,7 +153,9 @@ def test_realtime_events_sold_items_and_new_listings(http, model):
     top = body["items"][0]["item_id"]
 
     # sold: gone from the very next answer
-    assert http.post(f"/v1/items/{top}/availability", json={"available": False}, headers=AUTH).status_code == 200
+    assert (
+        http.post(f"/v1/items/{top}/availability", json={"available": False}, headers=AUTH).status_code == 200
+    )
     again = http.get(f"/v1/users/{user}/recommendations?k=10").json()
     assert top not in [it["item_id"] for it in again["items"]] and len(again["items"]) == 10
 
