@@ -88,8 +88,7 @@ def run_pipeline(
         if not r.success:
             for ev in r.all_events:
                 if ev.event_type_value in ("STEP_FAILURE", "ASSET_CHECK_EVALUATION") and (
-                    ev.event_type_value == "STEP_FAILURE"
-                    or not ev.event_specific_data.asset_check_evaluation.passed
+                    ev.event_type_value == "STEP_FAILURE" or not ev.event_specific_data.passed
                 ):
                     log(f"  {ev.step_key}: {(ev.message or '')[:600]}")
         return r.success

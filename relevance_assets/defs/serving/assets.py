@@ -10,7 +10,6 @@ before ``published_bundle``, and ``published_bundle`` re-applies the same gates 
 it on its own cannot publish an unchecked model either. Either way ``artifacts/LATEST`` is untouched.
 """
 
-
 import json
 import tempfile
 import time

@@ -1,0 +1,1 @@
+"""Privacy operations: the right-to-erasure job and the retrain it can trigger."""
