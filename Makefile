@@ -8,7 +8,7 @@ export RELEVANCE_HOME ?= $(CURDIR)/.relevance
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test setup check-java lint dagster-home dbt-parse clean
+.PHONY: demo test setup check-java lint dagster-home dbt-parse browser clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -38,7 +38,14 @@ setup: $(STAMP) check-java dagster-home dbt-parse
 demo: setup
 	$(VENV)/bin/relevance demo
 
-test: setup
+# Browser tests drive Debian's Chromium through Playwright (Playwright's own browser download cannot work
+# offline). Installed here when missing; needs root (CI runs as root) or sudo.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

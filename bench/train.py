@@ -40,7 +40,12 @@ def _batches(preset: str, batch_size: int, n: int, encoder: str):
     _t, counts, _n = scan_item_counts(open_pairs(pairs), "train")
     enc = FeatureEncoder.fit(items, counts)
     data = PairsIterable(
-        pairs, enc, split="train", batch_size=batch_size, history_length=cfg.history_length, shuffle=True,
+        pairs,
+        enc,
+        split="train",
+        batch_size=batch_size,
+        history_length=cfg.history_length,
+        shuffle=True,
         drop_last=True,
     )
     batches = []
@@ -53,8 +58,9 @@ def _batches(preset: str, batch_size: int, n: int, encoder: str):
         if len(batches) == before:
             raise ValueError(f"preset {preset!r} has fewer than one batch of {batch_size}")
     torch.manual_seed(0)
-    module = TwoTowerModule(cfg.to_dict(), enc.sizes(), catalog=enc.encode_catalog(items),
-                            id_known=enc.id_known_tensor())
+    module = TwoTowerModule(
+        cfg.to_dict(), enc.sizes(), catalog=enc.encode_catalog(items), id_known=enc.id_known_tensor()
+    )
     return cfg, module, batches
 
 

@@ -325,7 +325,46 @@ def purge_superseded(store: ArtifactStore, prefix: str) -> None:
                 store.delete_prefix(f"{prefix}/{name}")
 
 
+def _stale_copies_with_subjects(store: ArtifactStore, prefix: str, ids: frozenset[str]) -> list[Path]:
+    """Hidden copies of a local partition (the superseded version ``replace_dir`` keeps, leftovers of a
+    crashed publish) that still hold rows of the subjects. On S3 superseded versions are purged with
+    every rewrite (``purge_superseded``); listing them here would mean downloading each."""
+    if not isinstance(store, LocalStore):
+        return []
+    target = store.path(prefix)
+    out = []
+    for p in sorted(target.parent.glob(f".{target.name}.*")):
+        if not p.is_dir():
+            continue
+        for f in sorted(p.glob("*.parquet")):
+            try:
+                t = pq.read_table(f)
+            except (OSError, pa.ArrowException):
+                # a half-copied file (a publish killed mid-way): unreadable, may hold anyone's rows
+                out.append(p)
+                break
+            mask = _unit_mask(t, ids)
+            if mask is not None and pc.any(mask).as_py():
+                out.append(p)
+                break
+    return out
+
+
 def _erase_unit(
+    store: ArtifactStore, name: str, prefix: str, ids: frozenset[str], dry_run: bool
+) -> Removal | None:
+    stale = _stale_copies_with_subjects(store, prefix, ids)
+    if not dry_run:
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+    r = _erase_current(store, name, prefix, ids, dry_run)
+    if stale and dry_run:  # the scan reports them: they are where the subjects' rows still are
+        r = r or Removal(name, prefix, 0, 0)
+        r.rows_removed += len(stale)
+    return r
+
+
+def _erase_current(
     store: ArtifactStore, name: str, prefix: str, ids: frozenset[str], dry_run: bool
 ) -> Removal | None:
     local = store.local_dir(prefix)

@@ -116,8 +116,14 @@ def _levels_frame(df: pd.DataFrame) -> pd.DataFrame:
     if "category_path" in df.columns:
         lv = [category_levels(p) for p in df["category_path"].tolist()]
     elif "category_l1" in df.columns:
-        cols = [df.get(c, pd.Series([None] * len(df))).tolist() for c in ("category_l1", "category_l2", "category_l3")]
-        lv = [category_levels(" > ".join(str(x) for x in parts if _norm(x))) for parts in zip(*cols, strict=True)]
+        cols = [
+            df.get(c, pd.Series([None] * len(df))).tolist()
+            for c in ("category_l1", "category_l2", "category_l3")
+        ]
+        lv = [
+            category_levels(" > ".join(str(x) for x in parts if _norm(x)))
+            for parts in zip(*cols, strict=True)
+        ]
     else:
         lv = [(None, None, None)] * len(df)
     return pd.DataFrame(lv, columns=["category_l1", "category_l2", "category_l3"], index=df.index)
@@ -264,7 +270,10 @@ class FeatureEncoder:
             look = self._lookup[name]
             out[name] = torch.tensor([look.get(_norm(v), 0) for v in _col(df, name)], dtype=torch.long)
         out["price_bucket"] = torch.tensor(
-            [self._price_bucket(l1, p) for l1, p in zip(lv["category_l1"].tolist(), _col(df, "price"), strict=True)],
+            [
+                self._price_bucket(l1, p)
+                for l1, p in zip(lv["category_l1"].tolist(), _col(df, "price"), strict=True)
+            ],
             dtype=torch.long,
         )
         tokens = torch.zeros((n, self.max_title_tokens), dtype=torch.long)

@@ -71,7 +71,10 @@ def scan_item_counts(
         columns=["hist_item_ids", "target_item_id"], filter=split_filter(split), batch_size=batch_size
     ):
         n += rb.num_rows
-        for col, counters in ((rb.column("target_item_id"), (targets, everything)), (pc.list_flatten(rb.column("hist_item_ids")), (everything,))):
+        for col, counters in (
+            (rb.column("target_item_id"), (targets, everything)),
+            (pc.list_flatten(rb.column("hist_item_ids")), (everything,)),
+        ):
             vc = pc.value_counts(col)
             keys = vc.field("values").to_pylist()
             cnts = vc.field("counts").to_pylist()
@@ -95,7 +98,9 @@ def encode_pairs(rb: pa.RecordBatch | pa.Table, encoder: FeatureEncoder, L: int)
     lengths = end - start
     flat_items = pc.list_flatten(hist)
     flat_rows = encoder.arrow_rows(flat_items)
-    flat_events = pc.index_in(pc.list_flatten(rb.column("hist_event_types")).cast(pa.string()), value_set=_EVENT_VOCAB)
+    flat_events = pc.index_in(
+        pc.list_flatten(rb.column("hist_event_types")).cast(pa.string()), value_set=_EVENT_VOCAB
+    )
     flat_events = flat_events.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
     flat_age = pc.list_flatten(rb.column("hist_age_s")).cast(pa.float64()).fill_null(0.0)
     flat_age = flat_age.to_numpy(zero_copy_only=False).astype(np.float32)

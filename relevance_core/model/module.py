@@ -48,13 +48,17 @@ class TwoTowerModule(pl.LightningModule):
         self.model = TwoTower(self.cfg, sizes)
         n = self.model.n_rows
         if catalog is not None:
-            self.model.set_catalog(catalog, id_known if id_known is not None else torch.ones(n, dtype=torch.bool))
+            self.model.set_catalog(
+                catalog, id_known if id_known is not None else torch.ones(n, dtype=torch.bool)
+            )
         counts = target_counts.double() if target_counts is not None else torch.ones(n, dtype=torch.float64)
         counts = counts.clone()
         counts[0] = 0
         p = counts / counts.sum().clamp(min=1.0)
         # rows never sampled as targets never occur as in-batch candidates; give them the rarest value
-        floor = p[p > 0].min() if bool((p > 0).any()) else torch.tensor(1.0 / max(n - 1, 1), dtype=torch.float64)
+        floor = (
+            p[p > 0].min() if bool((p > 0).any()) else torch.tensor(1.0 / max(n - 1, 1), dtype=torch.float64)
+        )
         self.register_buffer("log_p", torch.log(torch.where(p > 0, p, floor)).float())
         self.temperature = Temperature(self.cfg.temperature, self.cfg.learn_temperature)
         n_items = n - 1

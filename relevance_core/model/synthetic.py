@@ -107,9 +107,21 @@ def make_marketplace(config: SyntheticConfig | str = "small") -> tuple[pa.Table,
         w = pop[pool] * np.where(brand[pool] == fav_brand, 4.0, 1.0)
         return int(rng.choice(pool, p=w / w.sum()))
 
-    rows: dict[str, list] = {k: [] for k in ("user_id", "session_key", "hist_item_ids", "hist_event_types",
-                                             "hist_age_s", "target_item_id", "target_event_type",
-                                             "target_weight", "target_ts", "split")}
+    rows: dict[str, list] = {
+        k: []
+        for k in (
+            "user_id",
+            "session_key",
+            "hist_item_ids",
+            "hist_event_types",
+            "hist_age_s",
+            "target_item_id",
+            "target_event_type",
+            "target_weight",
+            "target_ts",
+            "split",
+        )
+    }
     horizon = c.days * 86400.0
     val_start = horizon - c.validation_days * 86400.0
     for u in range(c.n_users):
@@ -162,8 +174,9 @@ def make_marketplace(config: SyntheticConfig | str = "small") -> tuple[pa.Table,
 
 def write_pairs(table: pa.Table, directory, date: str = "2026-01-31", n_files: int = 2) -> None:
     """Write pairs like the Spark job does: ``<directory>/date=<date>/part-*.parquet``."""
-    import pyarrow.parquet as pq
     from pathlib import Path
+
+    import pyarrow.parquet as pq
 
     d = Path(directory) / f"date={date}"
     d.mkdir(parents=True, exist_ok=True)

@@ -166,7 +166,9 @@ class UserTower(nn.Module):
         )
         # every parameter takes part in every step (DDP requires it): mean pooling has no blocks and the
         # transformer no pooling MLP
-        self.pool = nn.Identity() if self.use_transformer else nn.Sequential(nn.Linear(hidden, hidden), nn.GELU())
+        self.pool = (
+            nn.Identity() if self.use_transformer else nn.Sequential(nn.Linear(hidden, hidden), nn.GELU())
+        )
         self.ln_f = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, dim)
         # Small context embeddings and unit-variance item inputs: with default N(0, 1) embeddings the event,
@@ -191,7 +193,11 @@ class UserTower(nn.Module):
             L = self.max_len
         age = torch.floor(torch.log1p(hist_age_s.float().clamp(min=0.0)) * self.inv_ln2).long() + 1
         age = age.clamp(1, self.n_age_buckets) * valid.long()
-        x = self.item_proj(hist_vecs * self.item_scale) + self.event_emb(hist_events * valid.long()) + self.age_emb(age)
+        x = (
+            self.item_proj(hist_vecs * self.item_scale)
+            + self.event_emb(hist_events * valid.long())
+            + self.age_emb(age)
+        )
         vf = valid.unsqueeze(-1).to(x.dtype)
         pos = torch.arange(L, 0, -1, device=x.device)  # oldest gets L, most recent gets 1
         x = x + self.pos_emb(pos).unsqueeze(0)
@@ -244,7 +250,9 @@ class TwoTower(nn.Module):
             t = catalog[name]
             buf = getattr(self, f"cat_{name}")
             if t.shape != buf.shape:
-                raise ValueError(f"catalog feature {name} has shape {tuple(t.shape)}, expected {tuple(buf.shape)}")
+                raise ValueError(
+                    f"catalog feature {name} has shape {tuple(t.shape)}, expected {tuple(buf.shape)}"
+                )
             buf.copy_(t)
         self.item_tower.id_known.copy_(id_known)
 

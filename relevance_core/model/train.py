@@ -202,7 +202,11 @@ def train_two_tower(
     target_counts[0] = 0
 
     module = TwoTowerModule(
-        cfg.to_dict(), encoder.sizes(), catalog=catalog, id_known=encoder.id_known_tensor(), target_counts=target_counts
+        cfg.to_dict(),
+        encoder.sizes(),
+        catalog=catalog,
+        id_known=encoder.id_known_tensor(),
+        target_counts=target_counts,
     )
     datamodule = PairsDataModule(pairs_source, encoder, cfg, val_split=val_split)
     monitor = recall_name(cfg.recall_k)
@@ -334,7 +338,9 @@ def save_artifacts(result: TrainResult, out_dir: str | Path) -> dict[str, Path]:
 def load_module(model_dir: str | Path) -> tuple[TwoTowerModule, FeatureEncoder]:
     """The eager model and encoder back from a ``save_artifacts`` directory."""
     d = Path(model_dir)
-    module = TwoTowerModule.load_from_checkpoint(str(d / CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+    module = TwoTowerModule.load_from_checkpoint(
+        str(d / CHECKPOINT_FILE), map_location="cpu", weights_only=False
+    )
     return module.eval(), FeatureEncoder.from_json((d / FEATURES_FILE).read_text())
 
 

@@ -291,7 +291,7 @@ def test_clicking_an_item_sends_a_view_and_updates_live(page, browser, server, h
     # the view reached the service's stored history: any client now gets the page's answer
     api = http.get(f"/v1/users/{user}/recommendations", params={"k": K}).json()
     assert ids(api["items"]) == after
-    screenshot(page, "explorer-after-click", full_page=False)  # the README picture (docs/explorer.png)
+    screenshot(page, "explorer-after-click")  # the README picture (docs/explorer.png)
     # the refused write above is logged by Chromium as a failed resource load: expected, not a page bug
     browser.console_errors[:] = [e for e in browser.console_errors if "401" not in e]
 

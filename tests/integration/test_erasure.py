@@ -290,7 +290,7 @@ def test_no_store_holds_the_subject_after(erased):
     assert truth == ["user-10", "user-2"]
     # hidden superseded partition copies (kept by replace_dir for in-flight readers) are purged too
     assert every_file_mentioning(home, SUBJECT) == []
-    assert not list(home.rglob(".date=*.previous"))
+    assert not (home / "lake" / "sessions" / f".date={DAY_B}.previous").exists()
 
 
 def test_other_rows_are_untouched_and_counts_add_up(erased):
@@ -311,7 +311,7 @@ def test_other_rows_are_untouched_and_counts_add_up(erased):
     assert result.rows_removed["landing"] == removed_landing
     for name, rows in before["warehouse"].items():
         if name in ("user_activity", "stg_events"):
-            assert sorted(after["warehouse"][name]) == sorted(r for r in rows if r[0] != SUBJECT)
+            assert _canon(after["warehouse"][name]) == _canon([r for r in rows if r[0] != SUBJECT]), name
         else:  # aggregates: unchanged until the next dbt build recomputes them (the receipt says so)
             assert after["warehouse"][name] == rows, name
     # the view was clean as soon as the lake was; only the user-level table lost a row
@@ -391,6 +391,7 @@ def test_mentions_matches_whole_field_values_only():
 def test_cli_and_dagster_job_erase_the_same_way(tmp_path, monkeypatch):
     """``relevance erase-user`` and the ``erase_users`` job (with ids from a request object, deleted after
     use) both erase and write a receipt; retrain=true makes the sensor request the retrain job once."""
+    from relevance_assets.automation import FRESHNESS_POLICIES
     from relevance_assets.defs.privacy.erasure import (
         erase_users_job,
         erasure_retrain_sensor,
@@ -446,6 +447,35 @@ def test_cli_and_dagster_job_erase_the_same_way(tmp_path, monkeypatch):
         )
         req = erasure_retrain_sensor(ctx)
         assert isinstance(req, dg.RunRequest) and req.run_key == f"erasure-retrain:{res.run_id}"
-        assert erasure_retrain_sensor.request_job is not None
-        assert retrain_after_erasure.name == "retrain_after_erasure"
-    assert len(store.list(RECEIPTS_PREFIX)) == 2
+        assert [t.job_name for t in erasure_retrain_sensor.targets] == [retrain_after_erasure.name]
+        # the retrain selection names real assets of the graph (FRESHNESS_POLICIES lists every one)
+        selected = retrain_after_erasure.selection.operands
+        keys = {k.to_user_string() for op in selected for k in getattr(op, "selected_keys", [])}
+        keys |= {
+            k.to_user_string()
+            for op in selected
+            for k in getattr(getattr(op, "child", None), "selected_keys", [])
+        }
+        assert keys == {"stg_events", "item_popularity", "daily_event_stats", "two_tower_model"}
+        assert keys <= set(FRESHNESS_POLICIES)
+
+        # without retrain: the sensor skips
+        res2 = erase_users_job.execute_in_process(
+            run_config={"ops": {"erase_users": {"config": {"user_ids": ["c-3"]}}}},
+            resources={"storage": StorageResource(base_uri=str(home))},
+            instance=instance,
+        )
+        run2 = instance.get_run_by_id(res2.run_id)
+        ev2 = [
+            e
+            for e in instance.all_logs(res2.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+        ]
+        ctx2 = dg.build_run_status_sensor_context(
+            sensor_name=erasure_retrain_sensor.name,
+            dagster_instance=instance,
+            dagster_run=run2,
+            dagster_event=ev2[-1].dagster_event,
+        )
+        assert isinstance(erasure_retrain_sensor(ctx2), dg.SkipReason)
+    assert len(store.list(RECEIPTS_PREFIX)) == 3

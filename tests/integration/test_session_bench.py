@@ -20,9 +20,9 @@ N_ROWS = 500
 
 #: Small but real training: enough steps for a model to learn the slice's co-visitation structure.
 FAST = [
-    "model.max_epochs=4",
-    "model.batch_size=128",
-    "model.lr=0.005",
+    "model.max_epochs=3",
+    "model.batch_size=256",
+    "model.lr=0.01",
     "model.dim=32",
     "model.hidden=32",
     "model.n_layers=1",

@@ -138,7 +138,9 @@ def test_never_seen_item_lands_near_its_category_and_brand(trained, marketplace)
             same, rand = [], []
             rng = np.random.default_rng(0)
             for i, (_, it) in enumerate(probe.iterrows()):
-                mask = ((warm["category_path"] == it["category_path"]) & (warm["brand"] == it["brand"])).to_numpy()
+                mask = (
+                    (warm["category_path"] == it["category_path"]) & (warm["brand"] == it["brand"])
+                ).to_numpy()
                 if mask.any():
                     same.append(sims[i, mask].mean())
                     rand.append(sims[i, rng.choice(len(warm), 30)].mean())

@@ -30,7 +30,9 @@ SMALL = TwoTowerConfig(dim=16, emb_dim=8, hidden=16, n_layers=1, title_buckets=5
 
 
 def _encoder(counts=None) -> FeatureEncoder:
-    return FeatureEncoder.fit(ITEMS, counts or {f"i{i}": 3 for i in range(8)}, title_buckets=512, max_title_tokens=8)
+    return FeatureEncoder.fit(
+        ITEMS, counts or {f"i{i}": 3 for i in range(8)}, title_buckets=512, max_title_tokens=8
+    )
 
 
 def _model(encoder: FeatureEncoder, cfg: TwoTowerConfig = SMALL, seed: int = 0) -> TwoTower:

@@ -5,8 +5,6 @@ artifacts to the store and reporting metadata. The training itself, its export a
 ``relevance_core.model`` so the CLI, the benchmarks and the GPU check run exactly the same code.
 """
 
-from __future__ import annotations
-
 import base64
 import tempfile
 from pathlib import Path
@@ -70,7 +68,9 @@ def _pairs_source(store: ArtifactStore):
     except ImportError:  # the pipeline package is optional for the model: read the lake layout directly
         import pyarrow.dataset as pads
 
-        return pads.dataset(str(store.local_dir(LAYOUT.table("training_pairs"))), format="parquet", partitioning="hive")
+        return pads.dataset(
+            str(store.local_dir(LAYOUT.table("training_pairs"))), format="parquet", partitioning="hive"
+        )
     return read_training_pairs(store)
 
 
@@ -143,7 +143,10 @@ def two_tower_model(
     scalars = {
         k: dg.MetadataValue.float(float(v))
         for k, v in m.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(float(v)) != float("inf")
+        if isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and v == v
+        and abs(float(v)) != float("inf")
     }
     return dg.MaterializeResult(
         metadata={
