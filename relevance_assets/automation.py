@@ -51,13 +51,22 @@ FRESHNESS_POLICIES: dict[str, dg.FreshnessPolicy] = {
 #: The model retrains on a cron; everything below it follows eagerly, so one tick republishes a bundle.
 #: Catalog models follow their upstreams eagerly too. Daily event partitions are launched by the landing
 #: sensor (a new file is a better signal than a clock).
-_EAGER = dg.AutomationCondition.eager()
+#: Daily-partitioned assets: their partitions before the first landed day (and days with no data yet) are
+#: "missing" forever, which would block plain ``eager()`` downstream of them. Their *updates* still
+#: trigger, their missing partitions don't block.
+DAILY_ASSETS = dg.AssetSelection.assets("raw_events", "sessions", "training_pairs")
+_EAGER = dg.AutomationCondition.eager().replace(
+    "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(DAILY_ASSETS)
+)
+#: Below the model, a new day of pairs is not a reason to rebuild the index (the nightly retrain is): the
+#: daily assets neither trigger nor block.
+_EAGER_AFTER_MODEL = dg.AutomationCondition.eager().ignore(DAILY_ASSETS)
 AUTOMATION_CONDITIONS: dict[str, dg.AutomationCondition] = {
     "two_tower_model": dg.AutomationCondition.on_cron(RETRAIN_CRON),
-    "item_embeddings": _EAGER,
-    "faiss_index": _EAGER,
-    "offline_evaluation": _EAGER,
-    "published_bundle": _EAGER,
+    "item_embeddings": _EAGER_AFTER_MODEL,
+    "faiss_index": _EAGER_AFTER_MODEL,
+    "offline_evaluation": _EAGER_AFTER_MODEL,
+    "published_bundle": _EAGER_AFTER_MODEL,
     "stg_items": _EAGER,
     "stg_events": _EAGER,
     "dim_items": _EAGER,

@@ -189,3 +189,39 @@ def test_ddp_on_two_cpu_processes_matches_single_process_quality(marketplace, tm
     assert single["devices"] == 1
     assert ddp["hr_at_20"] > 1.5 * ddp["popularity_hr_at_20"], ddp
     assert abs(ddp["hr_at_20"] - single["hr_at_20"]) < 0.06, (ddp["hr_at_20"], single["hr_at_20"])
+
+
+def test_two_tower_model_asset_writes_artifacts_and_metadata(marketplace, store):
+    """The asset reads ``lake/training_pairs`` and (no warehouse yet) ``lake/items``, and writes the model
+    directory the serving steps read, with metrics and the curve as metadata."""
+    import dagster as dg
+
+    from relevance_assets.defs.model.two_tower import MODEL_POINTER, TwoTowerModelConfig, two_tower_model
+    from relevance_assets.resources import StorageResource
+
+    pairs, items = marketplace
+    write_pairs(pairs, store.path("lake/training_pairs"))
+    store.path("lake/items").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(items, preserve_index=False), store.path("lake/items/part-0.parquet"))
+    small = {k: v for k, v in FAST.items() if k not in ("title_buckets", "max_title_tokens")}
+    cfg = TwoTowerModelConfig(**small, max_epochs=1)
+    res = dg.materialize(
+        [two_tower_model],
+        resources={"storage": StorageResource(base_uri=str(store.root))},
+        run_config={"ops": {"two_tower_model": {"config": cfg.model_dump()}}},
+    )
+    assert res.success
+    mat = res.asset_materializations_for_node("two_tower_model")[0]
+    version = mat.metadata["model_version"].value
+    assert store.read_text(MODEL_POINTER).strip() == version
+    for name in (
+        "user_tower.pt",
+        "item_tower.pt",
+        "features.json",
+        "model.ckpt",
+        "metrics.json",
+        "training_curve.png",
+    ):
+        assert store.exists(f"artifacts/models/{version}/{name}"), name
+    assert "data:image/png;base64," in mat.metadata["training_curve"].value
+    assert mat.metadata["hr_at_20"].value > mat.metadata["popularity_hr_at_20"].value

@@ -80,7 +80,8 @@ def test_landing_sensor_ignores_temporary_files_and_days_outside_range(tmp_path)
     store.write_text("landing/events/date=1999-01-01/events.jsonl", "{}")
     store.write_text("landing/events/notadate/events.jsonl", "{}")
     ctx = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), resources={"storage": StorageResource(base_uri=str(tmp_path))}
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"storage": StorageResource(base_uri=str(tmp_path))},
     )
     assert isinstance(landing_zone_sensor(ctx), dg.SkipReason)
     assert "landing/events/date=1999-01-01/events.jsonl" in json.loads(ctx.cursor)
@@ -122,24 +123,49 @@ def test_retrain_on_cron_tick_then_downstream_eager(defs):
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=before_tick)
     assert result.get_num_requested(model) == 0
 
-    # Upstream data arrives after the previous tick...
+    # Steady state: the whole graph was materialized the day before; then new upstream data arrives.
     graph = defs.resolve_asset_graph()
+
+    def materialize(key):
+        pk = "2026-03-09" if graph.get(key).partitions_def is not None else None
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=pk))
+
+    for key in graph.toposorted_asset_keys:
+        materialize(key)
+    result = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=before_tick + timedelta(minutes=1), cursor=result.cursor
+    )
     for parent in graph.get(model).parent_keys:
-        partitions = graph.get(parent).partitions_def
-        pk = "2026-03-09" if partitions is not None else None
-        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=parent, partition=pk))
+        materialize(parent)
     after_tick = day + timedelta(hours=2, minutes=5)
     result = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, evaluation_time=after_tick, cursor=result.cursor
     )
+    # The cron tick retrains, and everything below the model follows eagerly in the same tick, so one run
+    # republishes a bundle.
     assert result.get_num_requested(model) == 1
+    downstream = [
+        k
+        for k in graph.toposorted_asset_keys
+        if model in graph.get(k).parent_keys
+        or k in {dg.AssetKey("offline_evaluation"), dg.AssetKey("published_bundle")}
+    ]
+    assert {k.to_user_string() for k in downstream} >= {"item_embeddings", "faiss_index", "published_bundle"}
+    for key in downstream:
+        assert result.get_num_requested(key) == 1, key
 
-    # Once the model is materialized the next evaluation requests what follows it eagerly.
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=model))
+    # Once that run has materialized them, nothing is requested again until the next tick.
+    for key in [model, *downstream]:
+        materialize(key)
     result = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, evaluation_time=after_tick + timedelta(minutes=1), cursor=result.cursor
+        defs=defs, instance=instance, evaluation_time=after_tick + timedelta(minutes=10), cursor=result.cursor
     )
-    eager_children = [k for k in graph.get(model).child_keys if k.to_user_string() in AUTOMATION_CONDITIONS]
-    assert eager_children
-    assert all(result.get_num_requested(k) == 1 for k in eager_children)
+    assert result.total_requested == 0
+
+    # A new day of training pairs alone does not rebuild the index: that waits for the nightly retrain.
+    materialize(dg.AssetKey("training_pairs"))
+    result = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, evaluation_time=after_tick + timedelta(minutes=20), cursor=result.cursor
+    )
+    assert result.get_num_requested(dg.AssetKey("faiss_index")) == 0
     assert result.get_num_requested(model) == 0
