@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import dagster as dg
 
 
-def read_freshness_states(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) -> dict[dg.AssetKey, str]:
+def read_freshness_states(
+    instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]
+) -> dict[dg.AssetKey, str]:
     """Freshness state per asset key: ``PASS`` / ``WARN`` / ``FAIL`` / ``UNKNOWN`` / ``NOT_APPLICABLE``.
 
     Keys the daemon has not evaluated yet are reported as ``UNKNOWN``.

@@ -5,7 +5,6 @@ Assets stay thin: they ask these resources for a store or a SparkSession and cal
 
 from __future__ import annotations
 
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import LazyPySparkResource
@@ -32,13 +31,14 @@ class StorageResource(dg.ConfigurableResource):
     def get_store(self) -> ArtifactStore:
         if self._store is None:
             if self.base_uri.startswith("s3://"):
-                client = S3Resource(endpoint_url=self.s3_endpoint_url, region_name=self.s3_region_name).get_client()
+                client = S3Resource(
+                    endpoint_url=self.s3_endpoint_url, region_name=self.s3_region_name
+                ).get_client()
                 bucket, _, prefix = self.base_uri[5:].partition("/")
                 self._store = S3Store(client, bucket, prefix)
             else:
                 self._store = store_from_uri(self.base_uri)
         return self._store
-
 
 
 def default_resources() -> dict[str, object]:

@@ -70,7 +70,14 @@ class Item(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime | None = None
 
 
-EVENT_COLUMNS: tuple[str, ...] = ("user_id", "session_id", "item_id", "event_type", "timestamp", "device_type")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "user_id",
+    "session_id",
+    "item_id",
+    "event_type",
+    "timestamp",
+    "device_type",
+)
 ITEM_COLUMNS: tuple[str, ...] = (
     "item_id",
     "title",

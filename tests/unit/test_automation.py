@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 
-from relevance_assets.automation import AUTOMATION_CONDITIONS, FRESHNESS_POLICIES
-from relevance_assets.defs.operations.sensors import freshness_sensor, landing_zone_sensor
+from relevance_assets.automation import FRESHNESS_POLICIES
 from relevance_assets.definitions import defs as load_defs
+from relevance_assets.defs.operations.sensors import freshness_sensor, landing_zone_sensor
 from relevance_assets.resources import StorageResource
 from relevance_core.storage import LocalStore
 
@@ -23,7 +23,9 @@ def defs():
 
 def _drop_landing_file(store: LocalStore, day: str, name: str = "events.jsonl") -> str:
     key = f"landing/events/date={day}/{name}"
-    store.write_text(key, '{"item_id": "i1", "event_type": "view", "timestamp": "%sT10:00:00Z"}\n' % day)
+    store.write_text(
+        key, json.dumps({"item_id": "i1", "event_type": "view", "timestamp": f"{day}T10:00:00Z"}) + "\n"
+    )
     return key
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from relevance_core.erasure import filter_text_lines, mentions
@@ -195,6 +195,8 @@ def fuzz_root(tmp_path_factory):
     max_examples=6,
     deadline=None,
     derandomize=True,
+    # no shrinking: every step would be a Spark run; a failure still prints the whole example
+    phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 @given(
@@ -219,7 +221,9 @@ def test_event_ingestion_accounts_for_every_hostile_row(
     if dup:  # exact duplicates of valid-looking rows
         csv_lines = csv_lines + csv_lines[:5]
         json_lines = json_lines + json_lines[:5]
-    csv_bytes = _file([HEADER.encode(), *csv_lines], breaks)
+    # The header's own line break is \n or \r\n: a lone \r there is the known defect pinned by
+    # test_csv_with_lone_cr_line_breaks_is_read (xfail) below.
+    csv_bytes = HEADER.encode() + (b"\r\n" if b"\r\n" in breaks else b"\n") + _file(csv_lines, breaks)
     json_bytes = _file(json_lines, breaks)
     prefix = f"landing/events/date={DAY}"
     store.write_bytes(f"{prefix}/shop.csv", csv_bytes)
@@ -255,6 +259,20 @@ def test_event_ingestion_accounts_for_every_hostile_row(
 
 #: Running totals, printed (``pytest -s``) for the figures in docs/reliability.md.
 FIGURES = {"event_rows_tried": 0, "event_examples": 0, "catalog_rows_tried": 0, "catalog_examples": 0}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect found by this fuzzing: ingest/events.py reads the CSV header up to the first \\n only, so "
+    "a file with old-Mac \\r line breaks makes csv.reader raise (fix: split the first line on \\r too and "
+    "treat csv.Error as 'no header')",
+)
+def test_csv_with_lone_cr_line_breaks_is_read(spark, tmp_path):
+    store = LocalStore(tmp_path / "home")
+    rows = [HEADER, f"u1,,i1,view,{DAY}T10:00:00Z,", f"u2,,i2,click,{DAY}T11:00:00Z,"]
+    store.write_bytes(f"landing/events/date={DAY}/mac.csv", "\r".join(rows).encode() + b"\r")
+    report = ingest_events_day(spark, store, DAY)
+    assert (report.rows_in, report.accepted) == (2, 2)
 
 
 def test_corrupt_parquet_fails_cleanly_and_publishes_nothing(spark, tmp_path):

@@ -123,7 +123,9 @@ def run_failure_alert(context: dg.RunFailureSensorContext, storage: StorageResou
     alert = {
         "run_id": run.run_id,
         "job": run.job_name,
-        "tags": {k: v for k, v in run.tags.items() if not k.startswith("dagster/") or k == "dagster/partition"},
+        "tags": {
+            k: v for k, v in run.tags.items() if not k.startswith("dagster/") or k == "dagster/partition"
+        },
         "error": context.failure_event.message if context.failure_event else None,
         "recorded_at": datetime.now(UTC).isoformat(),
     }
