@@ -104,6 +104,8 @@ def _png_markdown(path: Path, title: str) -> str:
     deps=["training_pairs", "dim_items"],
     kinds={"pytorch"},
     tags={"compute": "gpu-optional"},
+    # One training at a time on the machine's CPU/GPU (dagster.yaml: pools default_limit 1).
+    pool="training",
 )
 def two_tower_model(
     context: dg.AssetExecutionContext, config: TwoTowerModelConfig, storage: StorageResource
