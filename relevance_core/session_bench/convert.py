@@ -12,9 +12,13 @@ product* on them (not a side script), the training sessions are turned into what
 * sessions spread over consecutive days from ``start_date`` (``sessions_per_day`` each, in file order,
   which is time order in these benchmarks), so they land in the daily partitions like a real backfill
   and the pipeline's time-based train/validation split can be a day boundary;
-* a catalog with one listing per item id seen in training: id only (the title is a constant
-  placeholder, because the catalog contract requires one), so the item tower's content path carries no
-  information and the model learns from ids, as every published baseline on these splits does.
+* a catalog with one listing per item id seen in training, built from the id alone (these datasets have
+  no content, and every published baseline on them learns from ids only). The catalog contract requires
+  a title; ``catalog_title`` is a template over ``{item_id}``: a constant (``"item"``) gives the item
+  tower's content path nothing, while ``"{item_id}"`` makes the hashed title token a second, randomly
+  initialised id embedding. The latter is what the configs use: with a constant title every item starts
+  out as the same content vector plus a small id term, so early training can only learn popularity; a
+  per-item token breaks that symmetry and the model learns co-visitation from the first steps.
 
 The day layout is returned as a :class:`Layout`, so the runner knows which partitions to materialize and
 where validation starts.
@@ -137,12 +141,12 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def catalog_table(item_ids: Sequence[str], title: str = "item") -> pa.Table:
-    """One canonical listing per id; ``title`` is a constant placeholder (content-free, see module doc)."""
+    """One canonical listing per id; ``title`` is a template over ``{item_id}`` (see module doc)."""
     ids = sorted(set(item_ids))
     n = len(ids)
     cols = {
         "item_id": pa.array(ids, pa.string()),
-        "title": pa.array([title] * n, pa.string()),
+        "title": pa.array([title.format(item_id=i) for i in ids], pa.string()),
         "available": pa.array([True] * n, pa.bool_()),
     }
     return pa.table(

@@ -479,3 +479,64 @@ def test_cli_and_dagster_job_erase_the_same_way(tmp_path, monkeypatch):
         )
         assert isinstance(erasure_retrain_sensor(ctx2), dg.SkipReason)
     assert len(store.list(RECEIPTS_PREFIX)) == 3
+
+
+def test_cli_asks_the_service_to_forget_and_reports_a_missing_endpoint(tmp_path):
+    """``--service-url``: the ids go to the service in the body (token in the header), never in the URL
+    or the receipt; a service without the endpoint makes the command exit 1 after the lake erasure."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from relevance_cli.commands.erase_user import SERVICE_ERASE_PATH
+    from relevance_cli.main import main
+
+    seen: list[tuple[str, str | None, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body))
+            if self.server.has_endpoint and self.path == SERVICE_ERASE_PATH:
+                payload = json.dumps({"requested": len(body["user_ids"]), "forgotten": 1}).encode()
+                self.send_response(200)
+            else:
+                payload = b"{}"
+                self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.has_endpoint = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    home = tmp_path / "h"
+    store = LocalStore(home)
+    store.write_text(
+        f"landing/events/date={DAY_B}/x.jsonl", json.dumps(_ev("zed-9", "i1", "view", _ts(DAY_B, 1))) + "\n"
+    )
+    try:
+        assert (
+            main(["erase-user", "zed-9", "--home", str(home), "--service-url", url, "--token", "s3cret"]) == 0
+        )
+        assert seen[-1] == (SERVICE_ERASE_PATH, "Bearer s3cret", {"user_ids": ["zed-9"]})
+        receipt = store.read_text(store.list(RECEIPTS_PREFIX)[-1])
+        assert "zed-9" not in receipt and "s3cret" not in receipt
+        assert json.loads(receipt)["extra"]["service"] == {
+            "status": "ok",
+            "http_status": 200,
+            "requested": 1,
+            "forgotten": 1,
+        }
+        server.has_endpoint = False
+        assert (
+            main(["erase-user", "zed-9", "--home", str(home), "--service-url", url, "--token", "s3cret"]) == 1
+        )
+        receipts = sorted(store.list(RECEIPTS_PREFIX))
+        assert json.loads(store.read_text(receipts[-1]))["extra"]["service"]["status"] == "missing_endpoint"
+    finally:
+        server.shutdown()

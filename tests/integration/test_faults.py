@@ -207,7 +207,7 @@ def test_sigkill_mid_partition_write_then_rerun_gives_the_clean_data(spark, tmp_
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    in_events_copy = lambda: marker.exists() and f"/raw_events/.date={DAY}.new-" in marker.read_text()  # noqa: E731
+    in_events_copy = lambda: marker.exists() and f"/lake/raw_events/.date={DAY}.new-" in marker.read_text()  # noqa: E731
     if not _wait_for(proc, in_events_copy):
         out = proc.stdout.read().decode(errors="replace") if proc.poll() is not None else ""
         pytest.fail(f"the ingest finished before it could be killed mid-publish: {out[-2000:]}")
@@ -310,7 +310,7 @@ def test_executor_killed_mid_job_the_job_still_succeeds(spark, tmp_path):
             stderr=subprocess.STDOUT,
         )
         try:
-            writing = lambda: any(tmp.glob("relevance-sessions-*/out/_temporary"))  # noqa: E731
+            writing = lambda: any(tmp.glob("relevance-sessions-*/out/*"))  # noqa: E731
             if not _wait_for(proc, writing):
                 pytest.fail("the job ended before an executor could be killed: " + log.read_text()[-3000:])
             victims = _executors(proc.pid)

@@ -192,7 +192,7 @@ def fuzz_root(tmp_path_factory):
 
 
 @settings(
-    max_examples=6,
+    max_examples=5,
     deadline=None,
     derandomize=True,
     # no shrinking: every step would be a Spark run; a failure still prints the whole example
@@ -200,9 +200,9 @@ def fuzz_root(tmp_path_factory):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 @given(
-    csv_lines=st.lists(csv_line, min_size=1, max_size=120),
-    json_lines=st.lists(json_line, min_size=1, max_size=120),
-    parquet_rows=st.lists(event, max_size=60),
+    csv_lines=st.lists(csv_line, min_size=60, max_size=200),
+    json_lines=st.lists(json_line, min_size=60, max_size=200),
+    parquet_rows=st.lists(event, min_size=20, max_size=80),
     breaks=st.lists(line_break, min_size=1, max_size=3),
     extra_col=st.booleans(),
     dup=st.booleans(),
