@@ -14,7 +14,12 @@ from relevance_assets.resources import default_resources
 @dg.definitions
 def defs() -> dg.Definitions:
     folder = dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent)
+    # In-process executor: every step of a run shares the run's one SparkSession (a JVM start costs
+    # ~30 s here; a process per step would pay it per step). Spark and torch parallelise inside a step.
     merged = dg.Definitions.merge(
-        folder, dg.Definitions(resources=default_resources(), sensors=[automation_sensor])
+        folder,
+        dg.Definitions(
+            resources=default_resources(), sensors=[automation_sensor], executor=dg.in_process_executor
+        ),
     )
     return apply_policies(merged)

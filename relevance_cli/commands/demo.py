@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default="demo", help="generator preset (default: demo)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--home", default=None, help="store URI (default: RELEVANCE_HOME)")
-    p.add_argument("--epochs", type=int, default=4, help="training epochs (early stopping may stop sooner)")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs (early stopping may stop sooner)")
     p.add_argument("--users", type=int, default=4, help="how many users to show")
     p.add_argument("--skip-generate", action="store_true", help="reuse the landing zone already there")
     p.set_defaults(func=run)

@@ -200,6 +200,6 @@ def test_graphql_launch_freshness_and_landing_sensor(dagster_stack):
             r = instance.get_run_by_id(run.run_id)
             return r if r.is_finished else None
 
-        finished_run = _wait(done, 420, "the sensor's run to finish", interval=3)
+        finished_run = _wait(done, 900, "the sensor's run to finish", interval=3)
         assert finished_run.status == dg.DagsterRunStatus.SUCCESS
     assert store.dir_exists(f"lake/raw_events/date={new_day}")

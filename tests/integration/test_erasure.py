@@ -415,7 +415,7 @@ def test_cli_and_dagster_job_erase_the_same_way(tmp_path, monkeypatch):
         res = erase_users_job.execute_in_process(
             run_config={
                 "ops": {
-                    "erase_users": {
+                    "erase_user_data": {
                         "config": {"request_key": "erasure/requests/ticket-7.json", "retrain": True}
                     }
                 }
@@ -424,7 +424,7 @@ def test_cli_and_dagster_job_erase_the_same_way(tmp_path, monkeypatch):
             instance=instance,
         )
         assert res.success
-        out = res.output_for_node("erase_users")
+        out = res.output_for_node("erase_user_data")
         assert out["rows_removed"]["landing"] == 1 and out["retrain"] is True
         assert not store.exists("erasure/requests/ticket-7.json")
         assert "b-2" not in json.dumps(instance.get_run_by_id(res.run_id).run_config)
@@ -461,7 +461,7 @@ def test_cli_and_dagster_job_erase_the_same_way(tmp_path, monkeypatch):
 
         # without retrain: the sensor skips
         res2 = erase_users_job.execute_in_process(
-            run_config={"ops": {"erase_users": {"config": {"user_ids": ["c-3"]}}}},
+            run_config={"ops": {"erase_user_data": {"config": {"user_ids": ["c-3"]}}}},
             resources={"storage": StorageResource(base_uri=str(home))},
             instance=instance,
         )

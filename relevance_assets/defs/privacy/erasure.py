@@ -25,7 +25,7 @@ from relevance_assets.defs.catalog.project import DUCKDB_WRITER_POOL
 from relevance_assets.resources import StorageResource
 from relevance_cli.commands.erase_user import RETRAIN_ASSETS, RETRAIN_ROOT, erase_in_service, pseudonyms
 
-ERASE_OP = "erase_users"
+ERASE_OP = "erase_user_data"
 RETRAIN_TAG = "relevance/erasure_retrain"
 
 
