@@ -102,6 +102,30 @@ class LandingWriter:
         if self.persist_items and self._admit("item", 1):
             self._items.append(item)
 
+    def forget(self, users: set[str]) -> set[str]:
+        """Drop the buffered (not yet written) slates and events of ``users`` (erasure requests; the
+        writer holds pseudonymised ids, so pass those). Returns the users that had rows pending."""
+        if not users:
+            return set()
+        hit: set[str] = set()
+        kept_slates = []
+        for s in self._slates:
+            if s[1] in users:
+                hit.add(s[1])
+                self._pending -= len(s[4])
+            else:
+                kept_slates.append(s)
+        kept_events = []
+        for row in self._events:
+            if row.get("user_id") in users:
+                hit.add(row["user_id"])
+                self._pending -= 1
+            else:
+                kept_events.append(row)
+        self._slates, self._events = kept_slates, kept_events
+        self._pending = max(self._pending, 0)
+        return hit
+
     @property
     def pending(self) -> int:
         return self._pending

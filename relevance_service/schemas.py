@@ -157,6 +157,20 @@ class ReloadResponse(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
+MAX_ERASE_IDS = 1000
+
+
+class EraseUsersRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Users to forget (right to erasure): their recent history and their not-yet-written landing rows."""
+
+    user_ids: Annotated[list[UserId], Meta(min_length=1, max_length=MAX_ERASE_IDS)]
+
+
+class EraseUsersResponse(msgspec.Struct, kw_only=True):
+    requested: int  # distinct ids in the request
+    forgotten: int  # of those, how many the service held anything for (history or pending rows)
+
+
 class HealthResponse(msgspec.Struct, kw_only=True):
     status: str
 

@@ -1,14 +1,25 @@
-"""``GET /v1/bundle`` (what is serving) and ``POST /v1/admin/reload`` (token-guarded)."""
+"""``GET /v1/bundle`` (what is serving), ``POST /v1/admin/reload`` and ``POST /v1/admin/erase-users``
+(both token-guarded)."""
 
 from __future__ import annotations
+
+import logging
 
 import msgspec
 from litestar import Controller, get, post
 
 from relevance_service.app import Service
 from relevance_service.controllers._common import serving_state
-from relevance_service.schemas import BundleResponse, ReloadRequest, ReloadResponse
+from relevance_service.schemas import (
+    BundleResponse,
+    EraseUsersRequest,
+    EraseUsersResponse,
+    ReloadRequest,
+    ReloadResponse,
+)
 from relevance_service.security import require_token
+
+log = logging.getLogger(__name__)
 
 
 class BundleController(Controller):
@@ -46,3 +57,23 @@ class AdminController(Controller):
         return ReloadResponse(
             reloaded=out.reloaded, version=out.version, previous_version=out.previous_version, error=out.error
         )
+
+    @post("/erase-users", summary="Forget users (right to erasure)", status_code=200)
+    async def erase_users(self, svc: Service, data: EraseUsersRequest) -> EraseUsersResponse:
+        """Deletes each user's recent history (held under the raw id and, for seeded live events, under
+        the service's keyed pseudonym) and drops their rows still buffered for the landing zone, so
+        nothing of theirs is written back after the lake is erased. ``relevance erase-user --service-url``
+        calls this. The ids are never logged."""
+        ids = sorted(set(data.user_ids))
+        aliases = {u: svc.pseudonymize(u) for u in ids}
+        pending_hit = svc.writer.forget({*ids, *aliases.values()})
+        forgotten = 0
+        for u in ids:
+            p = aliases[u]
+            held = svc.user_state.delete(u)
+            held = svc.user_state.delete(p) or held
+            if held or u in pending_hit or p in pending_hit:
+                forgotten += 1
+        svc.metrics.users.set(len(svc.user_state))
+        log.info("erasure: %d user(s) requested, %d forgotten", len(ids), forgotten)
+        return EraseUsersResponse(requested=len(ids), forgotten=forgotten)

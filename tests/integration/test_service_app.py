@@ -90,6 +90,7 @@ def test_health_ready_bundle_and_openapi(client, home, model):
         "/v1/items/{item_id}/availability",
         "/v1/bundle",
         "/v1/admin/reload",
+        "/v1/admin/erase-users",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -346,6 +347,82 @@ def test_refuses_to_start_write_endpoints_without_a_token(home):
     with TestClient(app=create_app(settings_for(home, api_token=None, dev_mode=True))) as c:
         ev = {"events": [{"user_id": "u", "item_id": "i00001", "event_type": "view"}]}
         assert c.post("/v1/events", json=ev).status_code == 202
+
+
+# -- erasure -----------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def slow_flush_client(home):
+    """Landing rows stay buffered (no flush during the test) so erasure of pending rows is observable."""
+    with TestClient(app=create_app(settings_for(home, landing_flush_s=3600))) as c:
+        yield c
+
+
+def test_erase_users_forgets_history_and_pending_rows(slow_flush_client, model, caplog):
+    import logging
+
+    from relevance_cli.commands.erase_user import pseudonyms
+
+    client = slow_flush_client
+    user, items = a_user_history(model)
+    post_events(client, user, items)
+    assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "personalized"
+    svc = client.app.state.service
+    pseudo = pseudonyms([user], "test-key")[0]  # the CLI's alias == the service's pseudonym
+    assert pseudo == svc.pseudonymize(user)
+    svc.user_state.append(pseudo, svc.user_state.get(user))  # as if seeded from pseudonymised live events
+    svc.writer.log_events([{"user_id": pseudo, "item_id": items[0], "event_type": "view", "timestamp": 1.0}])
+    svc.writer.log_events(
+        [{"user_id": "u_other", "item_id": items[0], "event_type": "view", "timestamp": 1.0}]
+    )
+    caplog.clear()  # earlier lines (the test client's GET of /v1/users/<id>/...) are not the service's
+    with caplog.at_level(logging.DEBUG):
+        r = client.post("/v1/admin/erase-users", json={"user_ids": [user, user, "never-seen"]}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"requested": 2, "forgotten": 1}
+    assert "erasure:" in caplog.text  # it logged, and never an id (raw or pseudonymised)
+    assert user not in caplog.text and pseudo not in caplog.text and "never-seen" not in caplog.text
+    assert svc.user_state.get(user) == [] and svc.user_state.get(pseudo) == []
+    assert {row["user_id"] for row in svc.writer._events} == {"u_other"}  # only the other user's row
+    assert all(slate[1] != pseudo for slate in svc.writer._slates)
+    assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "popular"
+    # a second request finds nothing left
+    again = client.post("/v1/admin/erase-users", json={"user_ids": [user]}, headers=AUTH)
+    assert again.json() == {"requested": 1, "forgotten": 0}
+
+
+def test_erase_users_needs_the_token_and_a_valid_body(client):
+    body = {"user_ids": ["u"]}
+    assert client.post("/v1/admin/erase-users", json=body).status_code == 401
+    wrong = {"Authorization": "Bearer wrong"}
+    assert client.post("/v1/admin/erase-users", json=body, headers=wrong).status_code == 401
+    for bad in (
+        {},
+        {"user_ids": []},
+        {"user_ids": [""]},
+        {"user_ids": [f"u{i}" for i in range(1001)]},
+        {"user_ids": "u"},
+        {"user_ids": ["u"], "extra": 1},
+    ):
+        r = client.post("/v1/admin/erase-users", json=bad, headers=AUTH)
+        assert r.status_code == 400, (bad, r.text)
+        assert ("user_ids" in r.text) or ("extra" in r.text), r.text
+    ok = client.post("/v1/admin/erase-users", json={"user_ids": [f"u{i}" for i in range(1000)]}, headers=AUTH)
+    assert ok.status_code == 200 and ok.json() == {"requested": 1000, "forgotten": 0}
+
+
+def test_erase_in_service_client_matches_the_endpoint(client, monkeypatch):
+    import httpx
+
+    from relevance_cli.commands import erase_user
+
+    def fake_post(url, json, headers, timeout):
+        assert url.endswith(erase_user.SERVICE_ERASE_PATH)
+        return client.post(erase_user.SERVICE_ERASE_PATH, json=json, headers=headers)
+
+    monkeypatch.setattr(httpx, "post", fake_post)
+    out = erase_user.erase_in_service("http://svc", TOKEN, ["a", "b"])
+    assert out["status"] == "ok" and out["http_status"] == 200 and out["requested"] == 2
+    assert erase_user.erase_in_service("http://svc", None, ["a"])["status"] == "error"
 
 
 # -- observability and impressions ------------------------------------------------------------------------------
