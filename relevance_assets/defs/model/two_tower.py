@@ -42,6 +42,8 @@ class TwoTowerModelConfig(dg.Config):
     batch_size: int = 512
     lr: float = 2e-3
     max_epochs: int = 10
+    #: Cap on training batches per epoch (None: the whole split); the demo uses it to fit its time budget.
+    limit_train_batches: int | None = None
     patience: int = 2
     recall_k: int = 20
     max_val_examples: int = 20_000
