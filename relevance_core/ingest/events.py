@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import re
 import shutil
 import tempfile
 import time
@@ -132,7 +133,13 @@ def _csv_frames(spark, F, files: list[LandingFile], label) -> list:
     frames = []
     for header_bytes, group in by_header.items():
         header = header_bytes.decode("utf-8", errors="replace")
-        names = [t.strip().lower() for t in next(csv.reader([header]), [])]
+        # split again on any break (read_first_line stops at \r, \n and \r\n; this is belt and braces);
+        # a line the csv module cannot parse is "no header": its rows are quarantined, not a crash
+        header = re.split(r"\r\n|\r|\n", header, maxsplit=1)[0]
+        try:
+            names = [t.strip().lower() for t in next(csv.reader([header]), [])]
+        except csv.Error:
+            names = []
         has_header = bool(set(names) & set(EVENT_COLUMNS))
         width = len(names)
         line = F.regexp_replace(F.col("value"), "^\ufeff", "")

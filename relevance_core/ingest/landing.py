@@ -82,8 +82,22 @@ def landing_files(store: ArtifactStore, prefix: str) -> tuple[list[LandingFile],
     return files, skipped
 
 
-def read_first_line(path: Path) -> bytes:
-    """The first line of a text file (decompressed), without its line break."""
+def read_first_line(path: Path, chunk: int = 64 * 1024) -> bytes:
+    r"""The first line of a text file (decompressed), without its line break.
+
+    A line ends at ``\r\n``, ``\n`` or a lone ``\r`` (old-Mac files), as Spark's text reader splits
+    lines; reading stops at the first break, so a file without ``\n`` is not read whole.
+    """
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    buf = bytearray()
     with opener(path, "rb") as f:
-        return f.readline().rstrip(b"\r\n")
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            cut = min((i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0), default=-1)
+            if cut >= 0:
+                buf += block[:cut]
+                break
+            buf += block
+    return bytes(buf)

@@ -18,16 +18,16 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "diginetica.toml"
 N_SESSIONS = 3_000
 N_ROWS = 500
 
-#: Small but real training: enough steps for a model to learn the slice's co-visitation structure.
+#: Small but real training: ~500 steps of 64, what a model needs to learn the slice's co-visitation
+#: structure (measured: it then beats popularity several times over; 80 bigger steps do not).
 FAST = [
     "model.max_epochs=3",
-    "model.batch_size=256",
-    "model.lr=0.01",
+    "model.batch_size=64",
+    "model.lr=0.005",
     "model.dim=32",
     "model.hidden=32",
-    "model.n_layers=1",
-    "model.max_val_examples=2000",
-    "data.pipeline_validation_fraction=0.05",
+    "model.max_val_examples=1000",
+    "data.pipeline_validation_fraction=0",  # one landing day: one raw_events run
 ]
 
 

@@ -221,8 +221,8 @@ def test_event_ingestion_accounts_for_every_hostile_row(
     if dup:  # exact duplicates of valid-looking rows
         csv_lines = csv_lines + csv_lines[:5]
         json_lines = json_lines + json_lines[:5]
-    # The header's own line break is \n or \r\n: a lone \r there is the known defect pinned by
-    # test_csv_with_lone_cr_line_breaks_is_read (xfail) below.
+    # The header's own line break is \n or \r\n here; a lone \r (old-Mac files) is covered by
+    # test_csv_with_lone_cr_line_breaks_is_read below.
     csv_bytes = HEADER.encode() + (b"\r\n" if b"\r\n" in breaks else b"\n") + _file(csv_lines, breaks)
     json_bytes = _file(json_lines, breaks)
     prefix = f"landing/events/date={DAY}"
@@ -261,13 +261,9 @@ def test_event_ingestion_accounts_for_every_hostile_row(
 FIGURES = {"event_rows_tried": 0, "event_examples": 0, "catalog_rows_tried": 0, "catalog_examples": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect found by this fuzzing: ingest/events.py reads the CSV header up to the first \\n only, so "
-    "a file with old-Mac \\r line breaks makes csv.reader raise (fix: split the first line on \\r too and "
-    "treat csv.Error as 'no header')",
-)
 def test_csv_with_lone_cr_line_breaks_is_read(spark, tmp_path):
+    r"""Found by this fuzzing: the header used to be read up to the first \n only, so a file with old-Mac
+    \r line breaks made csv.reader raise."""
     store = LocalStore(tmp_path / "home")
     rows = [HEADER, f"u1,,i1,view,{DAY}T10:00:00Z,", f"u2,,i2,click,{DAY}T11:00:00Z,"]
     store.write_bytes(f"landing/events/date={DAY}/mac.csv", "\r".join(rows).encode() + b"\r")
