@@ -50,7 +50,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "index": {"factory": "Flat"},
     "knn": {},
-    "spark": {},
+    # no console progress bars: twenty backfill days of them bury the result in a log file
+    "spark": {"spark.ui.showConsoleProgress": "false"},
 }
 METRIC_K = 20
 
