@@ -5,13 +5,13 @@ artifacts to the store and reporting metadata. The training itself, its export a
 ``relevance_core.model`` so the CLI, the benchmarks and the GPU check run exactly the same code.
 """
 
-import base64
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from relevance_assets.metadata import png_markdown
 from relevance_assets.resources import StorageResource
 from relevance_core.settings import LAYOUT
 from relevance_core.storage import ArtifactStore
@@ -95,11 +95,6 @@ def _catalog(store: ArtifactStore):
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
 
-def _png_markdown(path: Path, title: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"![{title}](data:image/png;base64,{data})"
-
-
 @dg.asset(
     key="two_tower_model",
     group_name="model",
@@ -138,7 +133,7 @@ def two_tower_model(
         key = f"{MODELS_PREFIX}/{version}"
         store.replace_dir(out, key)
         store.write_text(MODEL_POINTER, version + "\n")
-        curve_md = _png_markdown(paths["curve"], "training curve")
+        curve_md = png_markdown(paths["curve"], "training curve")
     m = result.metrics
     context.log.info(
         f"model {version}: HR@20 {m['hr_at_20']:.4f} vs popularity {m['popularity_hr_at_20']:.4f} "
@@ -158,7 +153,7 @@ def two_tower_model(
             "path": dg.MetadataValue.text(f"{store.base_uri}/{key}"),
             "metrics": dg.MetadataValue.json(m),
             "history": dg.MetadataValue.json(result.history),
-            "training_curve": dg.MetadataValue.md(curve_md),
+            "training_curve": curve_md,
             "curve_file": dg.MetadataValue.text(f"{store.base_uri}/{key}/{CURVE_FILE}"),
             **scalars,
         }

@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
+from relevance_assets.metadata import png_markdown
 from relevance_assets.resources import StorageResource
 from relevance_core import bundle as B
 from relevance_core import publishing as P
@@ -327,6 +328,10 @@ def offline_evaluation(
         (d / "report.md").write_text(table)
         plot_report(report, d / "metrics.png")
         plot_report(report, d / "metrics_new_users.png", segment="new_users")
+        pictures = {
+            "plot": png_markdown(d / "metrics.png", "model vs baselines"),
+            "plot_new_users": png_markdown(d / "metrics_new_users.png", "new users: model vs baselines"),
+        }
         store.replace_dir(d, P.evaluation_key(v))
     k = report.k
     best_name, best = report.best_baseline()
@@ -337,7 +342,8 @@ def offline_evaluation(
         "best_baseline": dg.MetadataValue.text(best_name),
         f"best_baseline_ndcg_at_{k}": dg.MetadataValue.float(round(best, 5)),
         "published_version": dg.MetadataValue.text(str(run.published_version)),
-        "plot": dg.MetadataValue.path(f"{store.base_uri}/{P.evaluation_key(v)}/metrics.png"),
+        **pictures,
+        "plot_path": dg.MetadataValue.path(f"{store.base_uri}/{P.evaluation_key(v)}/metrics.png"),
         "seconds": dg.MetadataValue.float(round(seconds, 3)),
     }
     for name, value in report.summary().items():
