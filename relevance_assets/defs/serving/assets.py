@@ -133,6 +133,10 @@ class FaissIndexConfig(dg.Config):
     crossover: int = FLAT_CROSSOVER
     recall_k: int = 100
     target_recall: float = RECALL_TARGET
+    #: Search breadth is tuned on one half of the held-out queries to ``target_recall + tuning_margin`` and
+    #: measured on the other half: tuning exactly to the target fails the check on fresh queries about
+    #: half the time (seen in the demo: 0.95 on the tuning half, 0.946 on the other).
+    tuning_margin: float = 0.02
     max_queries: int = 1_000
     use_gpu: bool | None = None
     seed: int = 0
@@ -180,7 +184,9 @@ def faiss_index(
     )
     k = min(config.recall_k, len(index))
     half = max(1, len(queries) // 2)
-    tuned = tune_search(index, emb, queries[:half], k=k, target_recall=config.target_recall)
+    tuned = tune_search(
+        index, emb, queries[:half], k=k, target_recall=min(1.0, config.target_recall + config.tuning_margin)
+    )
     recall = (
         1.0
         if index.is_exact
