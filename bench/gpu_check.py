@@ -2,7 +2,7 @@
 
 Meant for a lent GPU machine that has torch, pytorch-lightning and torchmetrics but not this project's
 other dependencies, so it imports only ``relevance_core.model`` / ``relevance_core.features`` (which need
-numpy, pandas, pyarrow and msgspec besides torch; ``bench/gpu_check.sh`` installs carried wheels when
+numpy, pandas, pyarrow and msgspec besides torch; ``bench/gpu_device_run.sh`` installs carried wheels when
 they are missing) and never Spark, Dagster or FAISS. Run from the repository root::
 
     PYTHONPATH=. python bench/gpu_check.py                 # on the GPU machine

@@ -34,6 +34,9 @@ class TwoTowerConfig:
     #: probability of hiding a training item's ID embedding, so that the content path alone learns to place
     #: items: this is what makes a never-seen listing's content-only embedding useful (cold start)
     id_dropout: float = 0.25
+    #: False: an ID-only item tower, for catalogs without item features (see ``ItemTower``); items never
+    #: seen in training then get no vector, so cold start needs content (the default)
+    item_content: bool = True
     #: an item needs this many training interactions to get its own ID embedding row trained
     min_item_count: int = 1
 

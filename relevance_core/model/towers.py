@@ -31,10 +31,20 @@ N_EVENT_CODES = len(EVENT_TYPE_CODES) + 1
 
 
 class ItemTower(nn.Module):
-    def __init__(self, sizes: dict[str, int], dim: int = 64, emb_dim: int = 32, hidden: int = 128):
+    """``content=False`` makes an ID-only tower (the classic item embedding table) for catalogs that carry
+    no item features, such as the public session benchmarks: there a content MLP over constant inputs adds
+    one shared vector to every item, and after normalisation every item points almost the same way
+    (cosine ≈ 0.97 at the start), which in-batch training needs hundreds of steps to escape and which
+    makes a full softmax pointlessly dear. The ID table then starts at the usual 1/sqrt(dim) scale.
+    Unknown items have no vector (zero) in that mode: there is nothing to place them by."""
+
+    def __init__(
+        self, sizes: dict[str, int], dim: int = 64, emb_dim: int = 32, hidden: int = 128, content: bool = True
+    ):
         super().__init__()
+        self.use_content = content
         self.id_emb = nn.Embedding(sizes["n_rows"], dim, padding_idx=0)
-        nn.init.normal_(self.id_emb.weight, std=0.01)
+        nn.init.normal_(self.id_emb.weight, std=0.01 if content else 1.0 / math.sqrt(dim))
         with torch.no_grad():
             self.id_emb.weight[0].zero_()
         self.category_l1 = nn.Embedding(sizes["category_l1"], emb_dim, padding_idx=0)
@@ -63,6 +73,9 @@ class ItemTower(nn.Module):
         use_id: Tensor,
     ) -> Tensor:
         """Un-normalised vector; ``use_id`` (bool [B]) says which rows get their ID term."""
+        ids = self.id_emb(item_row) * use_id.unsqueeze(-1).to(self.id_emb.weight.dtype)
+        if not self.use_content:
+            return ids
         content = torch.cat(
             [
                 self.category_l1(category_l1),
@@ -77,8 +90,7 @@ class ItemTower(nn.Module):
             dim=-1,
         )
         out = self.mlp(content)
-        ids = self.id_emb(item_row) * use_id.unsqueeze(-1).to(out.dtype)
-        return out + ids
+        return out + ids.to(out.dtype)
 
     def forward(
         self,
@@ -226,7 +238,9 @@ class TwoTower(nn.Module):
     def __init__(self, config: TwoTowerConfig, sizes: dict[str, int]):
         super().__init__()
         self.sizes = dict(sizes)
-        self.item_tower = ItemTower(sizes, dim=config.dim, emb_dim=config.emb_dim, hidden=config.hidden)
+        self.item_tower = ItemTower(
+            sizes, dim=config.dim, emb_dim=config.emb_dim, hidden=config.hidden, content=config.item_content
+        )
         self.user_tower = UserTower(
             dim=config.dim,
             hidden=config.hidden,

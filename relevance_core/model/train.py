@@ -79,6 +79,9 @@ def resolve_runtime(cfg: TwoTowerConfig) -> dict[str, Any]:
         # spawned DDP is safe inside any host process (Dagster run worker, pytest, notebooks); plain "ddp"
         # re-executes the command line per rank, which only the CLI entry point is written for
         strategy = "ddp_spawn" if n_devices > 1 else "auto"
+    if not cfg.item_content and strategy in ("ddp", "ddp_spawn"):
+        # an ID-only item tower leaves the content layers out of every step; DDP must be told
+        strategy = f"{strategy}_find_unused_parameters_true"
     precision = cfg.precision or ("bf16-mixed" if cuda else "32-true")
     deterministic: bool | str = cfg.deterministic
     if cuda and cfg.deterministic:

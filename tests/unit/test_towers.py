@@ -162,3 +162,25 @@ def test_parity_check_catches_a_broken_export(tmp_path):
         m.item_tower.brand.weight.add_(1.0)  # the eager model moves on; the files no longer match it
     with pytest.raises(ExportParityError):
         check_parity(m, paths["user_tower"], paths["item_tower"])
+
+
+def test_id_only_item_tower_ignores_content_and_exports(tmp_path):
+    """``item_content=False``: an item's vector is its normalised ID row alone, so two items with identical
+    content still start apart (the symmetry a constant-content catalog otherwise starts from), content
+    changes nothing, an unknown item has no vector, and the TorchScript export keeps parity."""
+    enc = _encoder()
+    m = _model(enc, SMALL.replace(item_content=False))
+    feats = enc.encode_items(ITEMS)
+    v = m.item_tower(**feats)
+    known = torch.as_tensor(enc.id_known_tensor())[feats["item_row"]]
+    expected = torch.nn.functional.normalize(m.item_tower.id_emb(feats["item_row"]), dim=-1)
+    assert torch.allclose(v[known], expected[known], atol=1e-6)
+    assert torch.count_nonzero(v[~known]) == 0
+    # i0 and i1 share category/price bucket ranges; with content on they start near each other
+    assert abs(float(v[0] @ v[1])) < 0.9
+    other = dict(
+        feats, brand=torch.zeros_like(feats["brand"]), title_tokens=torch.zeros_like(feats["title_tokens"])
+    )
+    assert torch.equal(m.item_tower(**other), v)
+    paths = export_towers(m, tmp_path)
+    assert check_parity(m, paths["user_tower"], paths["item_tower"], atol=1e-5) <= 1e-5

@@ -33,6 +33,7 @@ class TwoTowerModelConfig(dg.Config):
     n_heads: int = 2
     dropout: float = 0.1
     id_dropout: float = 0.25
+    item_content: bool = True
     softmax: str = "sampled"
     uniform_negatives: int = 0
     logq_correction: bool = True
