@@ -258,6 +258,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ref = baselines["session_knn"]
         result["hr_ratio_vs_session_knn"] = round(hr / ref["HR@20"], 4) if ref["HR@20"] else None
         result["mrr_ratio_vs_session_knn"] = round(mrr / ref["MRR@20"], 4) if ref["MRR@20"] else None
+        # the same rule the offline_evaluation gate applies to a bundle: a neural model that does not beat
+        # the one-minute co-occurrence baseline is not worth shipping
+        result["gate"] = {
+            "beats_session_knn": bool(hr > ref["HR@20"] and mrr > ref["MRR@20"]),
+            "beats_popularity": bool(
+                "popularity" in baselines
+                and hr > baselines["popularity"]["HR@20"]
+                and mrr > baselines["popularity"]["MRR@20"]
+            ),
+        }
+        if not result["gate"]["beats_session_knn"]:
+            print(
+                f"[bench sessions] gate: the model ({hr} / {mrr}) does not beat session-kNN "
+                f"({ref['HR@20']} / {ref['MRR@20']}) on HR@20 and MRR@20",
+                flush=True,
+            )
     return result
 
 

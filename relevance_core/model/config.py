@@ -25,6 +25,9 @@ class TwoTowerConfig:
     #: "transformer" (causal; reads order, which the generator's next-category structure needs) or "mean".
     #: Measured so far: a tie on the order-free synthetic "tiny" preset (HR@20 0.765 vs 0.767).
     encoder: str = "transformer"
+    #: transformer readout: the appended query token ("query"), or the query token plus the most recent
+    #: interaction's output token ("query+last"), which keeps that item's identity in the user vector
+    readout: str = "query"
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.1

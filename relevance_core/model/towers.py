@@ -161,11 +161,15 @@ class UserTower(nn.Module):
         n_layers: int = 2,
         n_heads: int = 2,
         dropout: float = 0.1,
+        readout: str = "query",
     ):
         super().__init__()
         if encoder not in ("transformer", "mean"):
             raise ValueError(f"encoder must be 'transformer' or 'mean', not {encoder!r}")
+        if readout not in ("query", "query+last"):
+            raise ValueError(f"readout must be 'query' or 'query+last', not {readout!r}")
         self.use_transformer = encoder == "transformer"
+        self.add_last = readout == "query+last"
         self.max_len = max_len
         self.item_proj = nn.Linear(dim, hidden)
         self.event_emb = nn.Embedding(N_EVENT_CODES, hidden, padding_idx=0)
@@ -229,6 +233,10 @@ class UserTower(nn.Module):
             for block in self.blocks:
                 seq = block(seq, allowed)
             h = seq[:, -1]
+            if self.add_last:
+                # the most recent interaction's own output token (SASRec's readout): its residual stream
+                # still carries that item's vector, which the query token only sees through attention
+                h = h + seq[:, -2] * valid[:, -1:].to(h.dtype)
         return F.normalize(self.out(self.ln_f(h)), dim=-1)
 
 
@@ -249,6 +257,7 @@ class TwoTower(nn.Module):
             n_layers=config.n_layers,
             n_heads=config.n_heads,
             dropout=config.dropout,
+            readout=config.readout,
         )
         n = sizes["n_rows"]
         for name in ITEM_FEATURES:

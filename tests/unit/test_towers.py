@@ -122,10 +122,12 @@ def test_training_and_serving_encode_histories_identically():
     assert d["weights"].tolist() == [1.0, 10.0, 1.0]
 
 
-@pytest.mark.parametrize("encoder", ["transformer", "mean"])
+@pytest.mark.parametrize("encoder", ["transformer", "mean", "transformer+last"])
 def test_user_tower_ignores_padding_and_handles_empty_histories(encoder):
     enc = _encoder()
-    m = _model(enc, SMALL.replace(encoder=encoder, history_length=10))
+    encoder, _, last = encoder.partition("+")
+    cfg = SMALL.replace(encoder=encoder, history_length=10, readout="query+last" if last else "query")
+    m = _model(enc, cfg)
     hist = [[("i1", "view", 100.0), ("i7", "click", 5.0)], []]
     short = m.user_vectors(*enc.encode_histories(hist, 4))
     long = m.user_vectors(*enc.encode_histories(hist, 10))
@@ -139,11 +141,11 @@ def test_user_tower_ignores_padding_and_handles_empty_histories(encoder):
 
 def test_exported_towers_match_eager(tmp_path):
     enc = _encoder()
-    for encoder in ("transformer", "mean"):
-        m = _model(enc, SMALL.replace(encoder=encoder))
-        paths = export_towers(m, tmp_path / encoder)
+    for encoder, readout in (("transformer", "query"), ("mean", "query"), ("transformer", "query+last")):
+        m = _model(enc, SMALL.replace(encoder=encoder, readout=readout))
+        paths = export_towers(m, tmp_path / f"{encoder}-{readout}")
         assert check_parity(m, paths["user_tower"], paths["item_tower"], atol=1e-5) <= 1e-5
-        user, item = load_towers(tmp_path / encoder)
+        user, item = load_towers(tmp_path / f"{encoder}-{readout}")
         feats = enc.encode_items(ITEMS)
         assert torch.allclose(item(**feats), m.item_tower(**feats), atol=1e-5)
         hist = enc.encode_histories([[("i1", "view", 10.0), ("i3", "add_to_cart", 2.0)]], 20)
@@ -184,3 +186,20 @@ def test_id_only_item_tower_ignores_content_and_exports(tmp_path):
     assert torch.equal(m.item_tower(**other), v)
     paths = export_towers(m, tmp_path)
     assert check_parity(m, paths["user_tower"], paths["item_tower"], atol=1e-5) <= 1e-5
+
+
+def test_query_plus_last_readout_reads_the_most_recent_item_token():
+    """Same weights, two readouts: they differ exactly when there is a most recent item to add."""
+    enc = _encoder()
+    torch.manual_seed(0)
+    a = TwoTower(SMALL.replace(readout="query"), enc.sizes()).eval()
+    b = TwoTower(SMALL.replace(readout="query+last"), enc.sizes()).eval()
+    b.load_state_dict(a.state_dict())
+    for m in (a, b):
+        m.set_catalog(enc.encode_catalog(ITEMS), enc.id_known_tensor())
+    hist = enc.encode_histories([[("i1", "view", 100.0), ("i7", "click", 5.0)], []], 6)
+    ua, ub = a.user_vectors(*hist), b.user_vectors(*hist)
+    assert not torch.allclose(ua[0], ub[0], atol=1e-4)
+    assert torch.allclose(ua[1], ub[1], atol=1e-6)  # empty history: nothing to add
+    with pytest.raises(ValueError, match="readout"):
+        TwoTower(SMALL.replace(readout="last"), enc.sizes())
