@@ -29,11 +29,18 @@ if ! ldconfig -p | grep -q 'libcublas.so.12 '; then
   export LD_LIBRARY_PATH=$PWD/.whl/shim:${lib13:+$(dirname "$lib13"):}${LD_LIBRARY_PATH:-}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# faiss' loader wants the nvidia-*-cu12 pip packages' metadata to preload their libraries; the shim
+# directory on LD_LIBRARY_PATH provides the libraries instead
+export _FAISS_WHEEL_DISABLE_CUDA_PRELOAD=1
+stages=" ${GPU_STAGES:-check index sessions} "
 python3 -c "import faiss, torch; print('faiss', faiss.__version__, 'gpus', faiss.get_num_gpus(), 'torch', torch.__version__)"
-timeout "${GPU_CHECK_S:-120}" python3 bench/gpu_check.py --epochs 3 2>&1 | grep -v -E 'Warning|warn\(' | tee "$OUTD/gpu_check.log" | tail -3
-timeout "${GPU_INDEX_S:-170}" python3 bench/gpu_index.py --items "${GPU_INDEX_ITEMS:-500000}" 2>&1 \
+[[ $stages == *" check "* ]] &&
+  timeout "${GPU_CHECK_S:-120}" python3 bench/gpu_check.py --epochs 3 2>&1 | grep -v -E 'Warning|warn\(' \
+  | tee "$OUTD/gpu_check.log" | tail -3
+[[ $stages == *" index "* ]] &&
+  timeout "${GPU_INDEX_S:-170}" python3 bench/gpu_index.py --items "${GPU_INDEX_ITEMS:-500000}" 2>&1 \
   | grep -v -E 'Warning|warn\(' | tee "$OUTD/gpu_index.log" | tail -3
-if [ -d .gpu_data/pairs ]; then
+if [[ $stages == *" sessions "* && -d .gpu_data/pairs ]]; then
   variants=()  # one JSON object per line
   default_variant='{}'
   while IFS= read -r v; do [ -n "$v" ] && variants+=(--variant "$v"); done <<<"${GPU_SESSION_VARIANTS:-$default_variant}"

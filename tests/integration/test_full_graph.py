@@ -99,3 +99,27 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
     assert S.CHECK_BEATS_BASELINES in failed
     assert B.latest_version(store) == live
     assert B.list_versions(store) == [live]
+
+    # the bundle the pipeline published serves: a real `relevance serve` process on 127.0.0.1 over the same
+    # store, user state seeded from the lake's sessions, answers a lake user personally with that version
+    import httpx
+    import pyarrow.parquet as pq
+    from e2e.service_process import Server
+
+    newest = sorted((home / "lake" / "sessions").glob("date=*"))[-1]
+    sessions = pq.read_table(newest, columns=["user_id", "item_ids"]).to_pylist()
+    user, seen = next((s["user_id"], set(s["item_ids"])) for s in sessions if s["user_id"])
+    srv = Server(home, tmp_path / "serve.log", env={"RELEVANCE_SEED_FROM_LAKE": "1"})
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/v1/bundle").json()["version"] == live
+            body = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+            assert body["bundle_version"] == live and body["strategy"] == "personalized", body
+            got = [i["item_id"] for i in body["items"]]
+            assert len(got) == 10 and not set(got) & seen  # seen items are filtered by default
+            assert all(i["title"] and i["reason"] for i in body["items"])
+            stranger = c.get("/v1/users/nobody-here/recommendations", params={"k": 10}).json()
+            assert stranger["strategy"] == "popular" and len(stranger["items"]) == 10
+    finally:
+        srv.stop()
