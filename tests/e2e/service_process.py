@@ -1,0 +1,124 @@
+"""``relevance serve`` as a real uvicorn process on 127.0.0.1, for the e2e service tests (one helper for
+every test module that starts one: the plain e2e suite, the fault tests, the access tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "e2e-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+POLL_S = 0.2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout: float = 30.0, step: float = 0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+class Server:
+    """One ``relevance serve`` process in its own session (so a SIGKILL reaches all of it).
+
+    ``env`` adds/overrides ``RELEVANCE_*`` settings; ``port`` reuses a port (a restart after a kill keeps
+    the URL). The process's stdout and stderr (every log line it writes) go to ``log_path`` (appended)."""
+
+    def __init__(
+        self,
+        home: str | Path,
+        log_path: Path,
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        log_level: str = "warning",
+        poll_s: float = POLL_S,
+    ):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "RELEVANCE_HOME": str(home),
+            "RELEVANCE_API_TOKEN": TOKEN,
+            "RELEVANCE_PSEUDONYM_KEY": "e2e",
+            "RELEVANCE_STATE_TTL_S": "1e10",
+            "RELEVANCE_LANDING_FLUSH_S": "0.2",
+            "RELEVANCE_SEED_FROM_LAKE": "0",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "relevance_cli.main",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--poll-interval",
+                str(poll_s),
+                "--log-level",
+                log_level,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.log_path = log_path
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown hook, no flush, no cleanup runs."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
