@@ -9,10 +9,17 @@ The lifespan (DESIGN.md §6: Litestar runs it; ``TestClient`` as a context manag
 
 1. pins torch/FAISS intra-op threads (default 1: parallelism comes from concurrent requests; a
    single-query search with 2 threads was measured slower on this machine), restored on shutdown;
-2. loads the bundle ``LATEST`` names before accepting traffic (``/readyz`` stays 503 until one is
-   loaded; a missing or broken bundle does not stop the process, the poller keeps trying);
+2. loads the bundle ``LATEST`` names before accepting traffic; when that fails (store unreachable, bundle
+   refused) it serves the last good bundle from local disk (:mod:`relevance_service.bundle_cache`), and
+   without one ``/readyz`` stays 503 until a bundle loads (the process does not stop; the poller keeps
+   trying);
 3. seeds user state from the lake in a background thread;
 4. starts the reloader's polling task and the landing writer; on shutdown flushes pending impressions.
+
+Access (issue 10): a per-client rate limit (``rate_limit``, Litestar's ``RateLimitMiddleware``; probes
+and ``/metrics`` are exempt), CORS only for the origins in ``cors_allow_origins`` (none by default: no
+``Access-Control-*`` header at all), and no token or raw user id in any log line (the optional access log
+names route templates and pseudonyms, never paths).
 
 Request handlers are ``async`` and compute inline on the event loop: the work per request is ~1 ms of
 CPU that releases the GIL only partly, and a thread hop per request would cost more than it saves on a
@@ -30,6 +37,7 @@ from collections.abc import AsyncIterator
 import faiss
 import torch
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -38,13 +46,14 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from relevance_core.storage import ArtifactStore, store_from_uri
+from relevance_service.bundle_cache import BundleCache
 from relevance_service.impressions import LandingWriter
 from relevance_service.live_items import LiveCatalog, ServingState
 from relevance_service.metrics import MetricsMiddleware, ServiceMetrics
 from relevance_service.recommender import Recommender
 from relevance_service.reloader import BundleReloader
 from relevance_service.rerank import Promotions
-from relevance_service.security import Pseudonymizer
+from relevance_service.security import Pseudonymizer, rate_limit_config
 from relevance_service.settings import ServiceSettings, get_settings
 from relevance_service.user_state import InMemoryUserState, UserStateStore, seed_from_lake
 
@@ -64,7 +73,8 @@ class Service:
         user_state: UserStateStore | None = None,
     ):
         self.settings = settings
-        self.store = store or store_from_uri(settings.home, endpoint_url=settings.s3_endpoint)
+        self.store = store or open_store(settings)
+        self.bundle_cache = BundleCache(settings.bundle_cache_dir, settings.home)
         self.metrics = ServiceMetrics()
         self.recommender = Recommender(settings)
         self.user_state = user_state or InMemoryUserState(
@@ -116,10 +126,15 @@ class Service:
         torch.set_num_threads(s.torch_threads)
         faiss.omp_set_num_threads(s.faiss_threads)
         try:
+            await asyncio.to_thread(self.bundle_cache.remove_stale_partials)  # left by a killed process
             outcome = await self.reloader.check()
-            if outcome.error and not outcome.reloaded:
+            if self.serving is None and outcome.error:
+                outcome = await self.reloader.load_last_good(f"LATEST could not be loaded: {outcome.error}")
+            if self.serving is None:
                 log.warning(
-                    "starting without a bundle: %s (polling every %ss)", outcome.error, s.poll_interval_s
+                    "starting without a bundle: %s (polling every %ss)",
+                    self.reloader.last_error or outcome.error,
+                    s.poll_interval_s,
                 )
             if s.seed_from_lake:
                 self._seed_task = asyncio.get_running_loop().create_task(self._seed(), name="seed-user-state")
@@ -135,6 +150,40 @@ class Service:
             await self.writer.stop()
             torch.set_num_threads(prev_torch)
             faiss.omp_set_num_threads(prev_faiss)
+
+
+def open_store(settings: ServiceSettings) -> ArtifactStore:
+    """The artifact store; for S3 a client with bounded timeouts and retries, so a poll of an unreachable
+    store fails in seconds (and is reported) instead of hanging on botocore's 60 s defaults."""
+    if not settings.home.startswith("s3://"):
+        return store_from_uri(settings.home)
+    import os
+
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint or os.environ.get("RELEVANCE_S3_ENDPOINT"),
+        config=Config(
+            connect_timeout=settings.s3_connect_timeout_s,
+            read_timeout=settings.s3_read_timeout_s,
+            retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        ),
+    )
+    return store_from_uri(settings.home, s3_client=client)
+
+
+def configure_logging(settings: ServiceSettings) -> None:
+    if not log.handlers and not logging.getLogger().handlers:
+        # under uvicorn only its own loggers are configured; make ours visible too
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # Litestar may configure the root logger later: print once, not twice
+    if settings.log_level:
+        log.setLevel(getattr(logging, settings.log_level.upper()))
 
 
 def _service_dependency(state: State) -> Service:
@@ -154,13 +203,7 @@ def create_app(
 
     settings = settings or get_settings()
     settings.check_startable()
-    if not log.handlers and not logging.getLogger().handlers:
-        # under uvicorn only its own loggers are configured; make ours visible too
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False  # Litestar may configure the root logger later: print once, not twice
+    configure_logging(settings)
     if settings.dev_mode and settings.write_endpoints and not settings.api_token:
         log.warning("DEV MODE: write and admin endpoints are open to anyone (no RELEVANCE_API_TOKEN)")
     service = Service(settings, store=store, user_state=user_state)
@@ -188,12 +231,35 @@ def create_app(
         ),
         use_handler_docstrings=True,
     )
+    # outermost first: metrics (and the access log) see every answer, 429s included
+    middleware: list = [
+        DefineMiddleware(
+            MetricsMiddleware,
+            metrics=service.metrics,
+            access_log=settings.access_log,
+            pseudonymize=service.pseudonymize,
+        )
+    ]
+    limit = rate_limit_config(settings)
+    if limit is not None:
+        middleware.append(limit.middleware)
+    cors = None
+    if settings.cors_allow_origins:
+        cors = CORSConfig(
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Token"],
+            allow_credentials=False,
+            expose_headers=["X-Bundle-Version", "X-Request-Id", "Retry-After"],
+            max_age=600,
+        )
     app = Litestar(
         route_handlers=handlers,
         dependencies={"svc": Provide(_service_dependency, sync_to_thread=False)},
         lifespan=[service.lifespan],
         state=State({"service": service}),
-        middleware=[DefineMiddleware(MetricsMiddleware, metrics=service.metrics)],
+        middleware=middleware,
+        cors_config=cors,
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
         debug=False,

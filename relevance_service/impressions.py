@@ -10,7 +10,9 @@ Requests never wait on storage: they append a small tuple to an in-memory buffer
 JSON); a background task swaps the buffer every ``flush_s`` seconds, turns it into JSONL in a worker
 thread, and writes one file per kind and day with the store's atomic ``write_bytes``. A full buffer
 drops new records and counts them (``relevance_landing_dropped_total``) rather than grow without bound
-or slow requests down. Rows carry the canonical event columns (``EVENT_COLUMNS``) plus the extra
+or slow requests down. A write that fails (store unreachable) keeps its records and retries them, under
+the same object key, at every following flush until the store answers again: an outage shorter than the
+buffer loses nothing, and a retried PUT that had in fact landed is overwritten, not duplicated. Rows carry the canonical event columns (``EVENT_COLUMNS``) plus the extra
 impression fields; readers that project the canonical columns ignore the extras.
 """
 
@@ -63,7 +65,12 @@ class LandingWriter:
         self._slates: list[tuple] = []
         self._events: list[dict[str, Any]] = []
         self._items: list[dict[str, Any]] = []
+        self._retry: list[tuple[str, str, list[dict[str, Any]]]] = []  # (key, kind, rows) that failed
         self._pending = 0
+        self._flushing = False
+        self._forgotten_in_flight: set[str] = set()  # erased while their rows were being written
+        self.write_failures = 0
+        self.last_error: str | None = None
         self._encoder = msgspec.json.Encoder()
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -107,6 +114,8 @@ class LandingWriter:
         writer holds pseudonymised ids, so pass those). Returns the users that had rows pending."""
         if not users:
             return set()
+        if self._flushing:  # rows of these users may be in the write under way; never re-queue them
+            self._forgotten_in_flight |= users
         hit: set[str] = set()
         kept_slates = []
         for s in self._slates:
@@ -122,13 +131,29 @@ class LandingWriter:
                 self._pending -= 1
             else:
                 kept_events.append(row)
-        self._slates, self._events = kept_slates, kept_events
+        kept_retry = []
+        for key, kind, rows in self._retry:
+            left = []
+            for row in rows:
+                if row.get("user_id") in users:
+                    hit.add(row["user_id"])
+                    self._pending -= 1
+                else:
+                    left.append(row)
+            if left:
+                kept_retry.append((key, kind, left))
+        self._slates, self._events, self._retry = kept_slates, kept_events, kept_retry
         self._pending = max(self._pending, 0)
         return hit
 
     @property
     def pending(self) -> int:
         return self._pending
+
+    @property
+    def retrying(self) -> int:
+        """Records whose write failed and that wait for the next flush."""
+        return sum(len(rows) for _, _, rows in self._retry)
 
     # -- background side ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,6 +169,15 @@ class LandingWriter:
                 pass
             self._task = None
         await self.flush()
+        if self._retry:  # the store is still unreachable at shutdown: these are lost, and counted
+            for key, kind, rows in self._retry:
+                log.error(
+                    "landing writer: shutting down with %d unwritten %s records (%s)", len(rows), kind, key
+                )
+                if self.metrics:
+                    self.metrics.landing_dropped.labels(kind=kind).inc(len(rows))
+            self._retry = []
+            self._pending = 0
 
     async def _run(self) -> None:
         while True:
@@ -157,13 +191,30 @@ class LandingWriter:
         """Write everything buffered so far; returns the number of records written."""
         async with self._lock:
             slates, events, items = self._slates, self._events, self._items
-            self._slates, self._events, self._items = [], [], []
+            retry = self._retry
+            self._slates, self._events, self._items, self._retry = [], [], [], []
             self._pending = 0
-            if not (slates or events or items):
+            if not (slates or events or items or retry):
                 return 0
-            return await asyncio.to_thread(self._write, slates, events, items)
+            self._flushing = True
+            try:
+                written, failed = await asyncio.to_thread(self._write, slates, events, items, retry)
+            finally:
+                self._flushing = False
+                gone, self._forgotten_in_flight = self._forgotten_in_flight, set()
+            if gone:
+                failed = [
+                    (k, kind, [r for r in rows if r.get("user_id") not in gone]) for k, kind, rows in failed
+                ]
+                failed = [f for f in failed if f[2]]
+            if failed:  # back on the event loop: requests may have added rows meanwhile
+                self._retry = failed + self._retry
+                self._pending += sum(len(rows) for _, _, rows in failed)
+            return written
 
-    def _write(self, slates: list[tuple], events: list[dict], items: list[dict]) -> int:
+    def _write(
+        self, slates: list[tuple], events: list[dict], items: list[dict], retry: list[tuple]
+    ) -> tuple[int, list[tuple[str, str, list[dict[str, Any]]]]]:
         files: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for request_id, user, version, strategy, item_ids, scores, ts in slates:
             stamp = iso_utc(ts)
@@ -190,18 +241,34 @@ class LandingWriter:
         for item in items:
             files[f"{LAYOUT.catalog_landing}/live-items"].append(item)
         written = 0
+        failed: list[tuple[str, str, list[dict[str, Any]]]] = []
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        batches = list(retry)
         for prefix, rows in files.items():
-            kind = prefix.rsplit("/", 1)[-1]
             key = f"{prefix}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
+            batches.append((key, prefix.rsplit("/", 1)[-1], rows))
+        for key, kind, rows in batches:
             try:
                 self.store.write_bytes(key, b"\n".join(self._encoder.encode(r) for r in rows) + b"\n")
-                written += len(rows)
-                self.files_written += 1
-                if self.metrics:
-                    self.metrics.landing_records.labels(kind=kind).inc(len(rows))
             except Exception as e:
-                log.error("landing writer: could not write %s (%d records): %s", key, len(rows), e)
+                failed.append((key, kind, rows))
+                self.write_failures += 1
+                self.last_error = f"{type(e).__name__}: {e}"
                 if self.metrics:
-                    self.metrics.landing_dropped.labels(kind=kind).inc(len(rows))
-        return written
+                    self.metrics.landing_write_failures.labels(kind=kind).inc()
+                continue
+            written += len(rows)
+            self.files_written += 1
+            if self.metrics:
+                self.metrics.landing_records.labels(kind=kind).inc(len(rows))
+        if failed:
+            log.warning(
+                "landing writer: %d file(s) (%d records) not written, kept for a retry: %s",
+                len(failed),
+                sum(len(r) for _, _, r in failed),
+                self.last_error,
+            )
+        elif retry:
+            log.info("landing writer: %d delayed file(s) written", len(retry))
+            self.last_error = None
+        return written, failed

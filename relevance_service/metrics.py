@@ -11,7 +11,9 @@ values (cardinality, and privacy).
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -82,6 +84,14 @@ class ServiceMetrics:
             "Bundles refused (corrupt, unloadable, failed smoke query)",
             registry=r,
         )
+        self.store_failures = Counter(
+            "relevance_store_poll_failures_total",
+            "Polls of the artifact store (reading LATEST, downloading a bundle) that failed to reach it",
+            registry=r,
+        )
+        self.store_reachable = Gauge(
+            "relevance_store_reachable", "1 when the last poll of the artifact store reached it", registry=r
+        )
         self.live_items = Gauge("relevance_live_items", "Listings in the live overlay", registry=r)
         self.events = Counter(
             "relevance_events_total", "Real-time events accepted", ["event_type"], registry=r
@@ -93,6 +103,17 @@ class ServiceMetrics:
             "relevance_landing_dropped_total",
             "Records dropped (queue full or write failed)",
             ["kind"],
+            registry=r,
+        )
+        self.landing_write_failures = Counter(
+            "relevance_landing_write_failures_total",
+            "Landing-zone file writes that failed (their records are kept and retried)",
+            ["kind"],
+            registry=r,
+        )
+        self.landing_pending = Gauge(
+            "relevance_landing_pending_records",
+            "Records buffered for the landing zone (retries included)",
             registry=r,
         )
         self.users = Gauge("relevance_user_state_users", "Users with recent history held", registry=r)
@@ -114,12 +135,29 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-class MetricsMiddleware:
-    """Raw ASGI middleware: latency + status per route template (cheaper than Litestar's hooks)."""
+access_log = logging.getLogger("relevance_service.access")
 
-    def __init__(self, app, metrics: ServiceMetrics):
+
+class MetricsMiddleware:
+    """Raw ASGI middleware: latency + status per route template (cheaper than Litestar's hooks).
+
+    With ``access_log`` it also writes one line per request to the ``relevance_service.access`` logger:
+    method, route *template*, status, milliseconds and the pseudonymised ``user_id`` path parameter. Never
+    the concrete path or query (they hold user ids), never headers (the token), never the client address.
+    uvicorn's own access log stays off (``relevance serve``) because its request line is the raw path.
+    """
+
+    def __init__(
+        self,
+        app,
+        metrics: ServiceMetrics,
+        access_log: bool = False,
+        pseudonymize: Callable[[str | None], str | None] | None = None,
+    ):
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
+        self.pseudonymize = pseudonymize
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -136,8 +174,25 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception as e:
+            # raised by an inner middleware (e.g. the rate limiter's 429); Litestar's outer exception
+            # handler turns it into the response, so count the status it will send
+            status = getattr(e, "status_code", 500)
+            raise
         finally:
             route = scope.get("path_template") or "unmatched"
             method = scope.get("method", "")
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self.metrics.latency.labels(route, method).observe(elapsed)
             self.metrics.requests.labels(route, method, str(status)).inc()
+            if self.access_log:
+                user = (scope.get("path_params") or {}).get("user_id")
+                user = self.pseudonymize(str(user)) if user is not None and self.pseudonymize else None
+                access_log.info(
+                    "%s %s %d %.1fms%s",
+                    method,
+                    route,
+                    status,
+                    1000 * elapsed,
+                    f" user={user}" if user else "",
+                )

@@ -175,7 +175,25 @@ class HealthResponse(msgspec.Struct, kw_only=True):
     status: str
 
 
+class StoreStatus(msgspec.Struct, kw_only=True):
+    """The artifact store as polling sees it, and what waits to be written back to it."""
+
+    reachable: bool | None  # None: not polled yet
+    consecutive_failures: int
+    poll_failures_total: int
+    last_error: str | None = None
+    last_ok_at: float | None = None
+    last_failure_at: float | None = None
+    landing_pending: int = 0  # records buffered for the landing zone
+    landing_retrying: int = 0  # of which: whose write failed and is retried
+    landing_last_error: str | None = None
+
+
 class ReadyResponse(msgspec.Struct, kw_only=True):
+    """``ready`` says whether this replica can answer; a store outage does not make it unready (it keeps
+    serving its bundle), it shows in ``store`` and ``detail``."""
+
     ready: bool
     bundle_version: str | None = None
     detail: str | None = None
+    store: StoreStatus | None = None

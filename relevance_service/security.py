@@ -9,6 +9,13 @@
 - User ids never appear in logs or in the landing zone as given: :class:`Pseudonymizer` maps them to a
   keyed HMAC (stable for one key, so impressions and live events of one user still join up; not
   reversible without the key).
+- A per-client rate limit (``RELEVANCE_RATE_LIMIT``, e.g. ``100/second``; off by default) is Litestar's
+  ``RateLimitMiddleware`` keyed by the client address, with the 429 made explicit: a detail naming the
+  limit and a ``Retry-After`` header (Litestar sends only the ``RateLimit-*`` draft headers). Behind a
+  proxy the client address is the one uvicorn derives from ``X-Forwarded-For`` for the proxies listed in
+  ``FORWARDED_ALLOW_IPS`` (default 127.0.0.1); without that every client would share the proxy's budget.
+  Litestar's limiter is a fixed window that keeps one timestamp per request in the window, so keep the
+  count per window modest (per-second limits rather than large per-minute ones).
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 
 from relevance_service.settings import ServiceSettings
 
@@ -69,3 +78,50 @@ class Pseudonymizer:
             if len(self._cache) < 100_000:
                 self._cache[user_id] = p
         return p
+
+
+#: Never rate limited: liveness/readiness probes and the metrics scraper must see an overloaded replica.
+RATE_LIMIT_EXEMPT = ["^/healthz$", "^/readyz$", "^/metrics$"]
+SWEEP_EVERY_S = 60.0
+
+
+class ClientRateLimitMiddleware(RateLimitMiddleware):
+    """Litestar's limiter with a clear 429 (detail + ``Retry-After``) and a periodic sweep of expired
+    per-client entries (the memory store only drops an entry when that client comes back)."""
+
+    _next_sweep = 0.0
+
+    async def __call__(self, scope, receive, send) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            store = self.config.get_store_from_app(scope["litestar_app"])
+            sweep = getattr(store, "delete_expired", None)
+            if sweep is not None:
+                await sweep()
+        try:
+            await super().__call__(scope, receive, send)
+        except TooManyRequestsException as e:
+            headers = dict(e.headers or {})
+            if str(e.detail) != "Too Many Requests" or "Retry-After" in headers:
+                raise  # not the limiter's own (a handler's): leave it alone
+            reset = headers.get(self.config.rate_limit_reset_header_key, "1")
+            retry_after = str(max(1, int(reset))) if str(reset).lstrip("-").isdigit() else "1"
+            raise TooManyRequestsException(
+                detail=(
+                    f"rate limit exceeded: at most {self.max_requests} requests per {self.unit} per client; "
+                    f"retry after {retry_after} s"
+                ),
+                headers={**headers, "Retry-After": retry_after},
+            ) from None
+
+
+def rate_limit_config(settings: ServiceSettings) -> RateLimitConfig | None:
+    rule = settings.rate_limit_rule
+    if rule is None:
+        return None
+    return RateLimitConfig(
+        rate_limit=rule,  # type: ignore[arg-type]
+        exclude=RATE_LIMIT_EXEMPT,
+        middleware_class=ClientRateLimitMiddleware,
+    )

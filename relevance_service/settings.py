@@ -25,6 +25,19 @@ DEFAULT_EXCLUDE_SEEN: tuple[str, ...] = tuple(e for e in EVENT_TYPES if e != Eve
 HARD_MAX_K = 1000
 HARD_MAX_HISTORY = 1000
 
+RATE_UNITS = {
+    "s": "second",
+    "sec": "second",
+    "second": "second",
+    "m": "minute",
+    "min": "minute",
+    "minute": "minute",
+    "h": "hour",
+    "hour": "hour",
+    "d": "day",
+    "day": "day",
+}
+
 
 class SettingsError(ValueError):
     """A setting has an invalid value, or the combination of settings is unsafe to start with."""
@@ -36,6 +49,11 @@ class ServiceSettings:
     home: str = field(default_factory=relevance_home)
     s3_endpoint: str | None = None
     poll_interval_s: float = 10.0
+    # local copies of remote (S3) bundles and the last-good pointer; None: <tmp>/relevance-bundle-cache
+    bundle_cache_dir: str | None = None
+    s3_connect_timeout_s: float = 3.0
+    s3_read_timeout_s: float = 30.0
+    s3_max_attempts: int = 3
     # -- security and limits ---------------------------------------------------------------------
     dev_mode: bool = False
     api_token: str | None = None
@@ -46,6 +64,13 @@ class ServiceSettings:
     max_history: int = 200
     max_events_per_batch: int = 1000
     pseudonym_key: str | None = None
+    rate_limit: str | None = None  # per client address, "N/second" | "N/minute" | ...; None: off
+    cors_allow_origins: tuple[str, ...] = ()  # empty: CORS off (no Access-Control-* headers at all)
+    # -- logging ------------------------------------------------------------------------------------------
+    # the service's own loggers; None: INFO under uvicorn, the host's configuration otherwise (uvicorn's
+    # loggers follow ``relevance serve --log-level``)
+    log_level: str | None = None
+    access_log: bool = False  # one line per request: route template, status, ms, pseudonymised user
     # -- retrieval --------------------------------------------------------------------------------
     candidates_k: int = 500
     max_candidates_k: int = 8000
@@ -93,6 +118,30 @@ class ServiceSettings:
             raise SettingsError(f"exclude_seen_event_types has unknown event types {sorted(unknown)}")
         if self.poll_interval_s <= 0:
             raise SettingsError("poll_interval_s must be positive")
+        self.rate_limit_rule  # noqa: B018 - validates the format
+        if self.log_level and self.log_level.upper() not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise SettingsError(
+                f"log_level must be debug, info, warning, error or critical, got {self.log_level!r}"
+            )
+        if self.s3_max_attempts < 1 or self.s3_connect_timeout_s <= 0 or self.s3_read_timeout_s <= 0:
+            raise SettingsError("s3 timeouts must be positive and s3_max_attempts at least 1")
+
+    @property
+    def rate_limit_rule(self) -> tuple[str, int] | None:
+        """``rate_limit`` as Litestar's ``(unit, max_requests)``, or None when off."""
+        if not self.rate_limit or self.rate_limit.strip().lower() in ("off", "0", "none"):
+            return None
+        n, _, unit = self.rate_limit.strip().partition("/")
+        unit = RATE_UNITS.get(unit.strip().lower(), "")
+        try:
+            count = int(n)
+        except ValueError:
+            count = 0
+        if not unit or count < 1:
+            raise SettingsError(
+                f"rate_limit must look like 100/second (units: second, minute, hour, day), got {self.rate_limit!r}"
+            )
+        return unit, count
 
     @property
     def writes_allowed(self) -> bool:

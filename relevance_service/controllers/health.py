@@ -6,7 +6,7 @@ from litestar import Controller, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from relevance_service.app import Service
-from relevance_service.schemas import HealthResponse, ReadyResponse
+from relevance_service.schemas import HealthResponse, ReadyResponse, StoreStatus
 
 
 class HealthController(Controller):
@@ -22,15 +22,40 @@ class HealthController(Controller):
     async def readyz(self, svc: Service) -> Response[ReadyResponse]:
         """200 only while a bundle is loaded; 503 otherwise (keep the replica out of the load balancer)."""
         state = svc.serving
+        store = store_status(svc)
         if state is None:
             return Response(
-                ReadyResponse(ready=False, detail=svc.reloader.last_error or "no bundle loaded"),
+                ReadyResponse(ready=False, detail=svc.reloader.last_error or "no bundle loaded", store=store),
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
             )
-        return Response(ReadyResponse(ready=True, bundle_version=state.version), status_code=HTTP_200_OK)
+        notes = [svc.reloader.fallback] if svc.reloader.fallback else []
+        if store.reachable is False:
+            notes.append(f"artifact store unreachable, serving {state.version}: {store.last_error}")
+        return Response(
+            ReadyResponse(
+                ready=True, bundle_version=state.version, detail="; ".join(notes) or None, store=store
+            ),
+            status_code=HTTP_200_OK,
+        )
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=True, media_type="text/plain")
     async def metrics(self, svc: Service) -> Response[bytes]:
         """Prometheus text exposition of this process's metrics."""
         svc.metrics.users.set(len(svc.user_state))
+        svc.metrics.landing_pending.set(svc.writer.pending)
         return Response(svc.metrics.render(), media_type=svc.metrics.content_type)
+
+
+def store_status(svc: Service) -> StoreStatus:
+    h = svc.reloader.store_health
+    return StoreStatus(
+        reachable=h.reachable,
+        consecutive_failures=h.consecutive_failures,
+        poll_failures_total=h.failures_total,
+        last_error=h.last_error,
+        last_ok_at=h.last_ok_at,
+        last_failure_at=h.last_failure_at,
+        landing_pending=svc.writer.pending,
+        landing_retrying=svc.writer.retrying,
+        landing_last_error=svc.writer.last_error,
+    )

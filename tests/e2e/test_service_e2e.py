@@ -4,14 +4,8 @@ schemathesis run against the served OpenAPI schema."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,81 +16,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
 from e2e.bundle_fixture import publish_bundle, publish_corrupt, trained_model
+from e2e.service_process import AUTH, Server, wait_for
 from relevance_core.storage import LocalStore
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "e2e-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-POLL_S = 0.2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home: Path, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "RELEVANCE_HOME": str(home),
-            "RELEVANCE_API_TOKEN": TOKEN,
-            "RELEVANCE_PSEUDONYM_KEY": "e2e",
-            "RELEVANCE_STATE_TTL_S": "1e10",
-            "RELEVANCE_LANDING_FLUSH_S": "0.2",
-            "RELEVANCE_SEED_FROM_LAKE": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relevance_cli.main",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--poll-interval",
-                str(POLL_S),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.log_path = log_path
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready: {self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +53,6 @@ def http(server):
 def history_of(model, n: int = 6) -> tuple[str, list[str]]:
     last = model.pairs.slice(model.pairs.num_rows - 1).to_pylist()[0]
     return last["user_id"], last["hist_item_ids"][-n:]
-
-
-def wait_for(pred, timeout: float = 30.0, step: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def test_realtime_events_sold_items_and_new_listings(http, model):

@@ -40,6 +40,7 @@ def settings_for(store: LocalStore, **over) -> ServiceSettings:
         state_ttl_s=1e10,
         seed_from_lake=False,
         pseudonym_key="test-key",
+        bundle_cache_dir=str(Path(store.root).parent / "bundle-cache"),
     )
     base.update(over)
     return ServiceSettings(**base)
@@ -514,3 +515,88 @@ def test_serves_and_hot_reloads_from_s3(s3_endpoint, model, tmp_path):
         r = c.post("/v1/admin/reload", headers=AUTH).json()
         assert not r["reloaded"] and r["version"] == second.version and corrupt != second.version
     assert any("/impressions-" in k for k in store.list("landing/events"))
+
+
+# -- faults: last good bundle, access: CORS and token comparison ------------------------------------------------
+def test_restart_with_a_refused_latest_serves_the_last_good_bundle(home):
+    """A restart while ``LATEST`` names a bundle that fails its checks comes back on the bundle that last
+    served (recorded in the bundle cache), verified again, instead of answering 503 until someone fixes
+    the store; the next good bundle replaces it."""
+    with TestClient(app=create_app(settings_for(home))) as c:
+        good = c.get("/v1/bundle").json()["version"]
+    bad = publish_corrupt(home, 0, how="truncated_index")
+    with TestClient(app=create_app(settings_for(home))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 200 and r.json()["bundle_version"] == good != bad
+        assert "serving the last good bundle" in r.json()["detail"] and bad in r.json()["detail"]
+        rec = c.get("/v1/users/u/recommendations?k=3")
+        assert rec.status_code == 200 and rec.json()["bundle_version"] == good
+        assert "relevance_bundle_reload_failures_total 1.0" in c.get("/metrics").text
+        new = publish_bundle(home, 0, promotions={"items": {}})
+        assert c.post("/v1/admin/reload", headers=AUTH).json()["version"] == new.version
+        r = c.get("/readyz").json()
+        assert r["bundle_version"] == new.version and r["detail"] is None
+    # without a last good bundle on disk the same start is not ready (nothing verified to serve)
+    publish_corrupt(home, 0, how="bad_checksum")
+    with TestClient(
+        app=create_app(settings_for(home, bundle_cache_dir=str(home.root.parent / "empty")))
+    ) as c:
+        assert c.get("/readyz").status_code == 503
+
+
+def test_cors_is_off_by_default(client):
+    origin = {"Origin": "https://evil.example"}
+    r = client.get("/v1/users/u/recommendations", headers=origin)
+    assert r.status_code == 200
+    assert not [h for h in r.headers if h.lower().startswith("access-control-")], r.headers
+    pre = client.options(
+        "/v1/events",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert not [h for h in pre.headers if h.lower().startswith("access-control-")], pre.headers
+
+
+def test_cors_allow_list(home):
+    allowed = "https://shop.example"
+    with TestClient(app=create_app(settings_for(home, cors_allow_origins=(allowed,)))) as c:
+        r = c.get("/v1/users/u/recommendations", headers={"Origin": allowed})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == allowed
+        assert "x-bundle-version" in r.headers["access-control-expose-headers"].lower()
+        pre = c.options(
+            "/v1/events",
+            headers={
+                "Origin": allowed,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert pre.status_code in (200, 204) and pre.headers["access-control-allow-origin"] == allowed
+        assert "authorization" in pre.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-credentials" not in pre.headers
+        other = c.get("/v1/users/u/recommendations", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+        bad_pre = c.options(
+            "/v1/events", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        )
+        assert "access-control-allow-origin" not in bad_pre.headers
+
+
+def test_token_is_compared_in_constant_time(client, monkeypatch):
+    import hmac
+
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    ev = {"events": [{"user_id": "u", "item_id": "i00001", "event_type": "view"}]}
+    assert client.post("/v1/events", json=ev, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/v1/events", json=ev, headers=AUTH).status_code == 202
+    assert calls == [(b"wrong", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
