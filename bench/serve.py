@@ -58,6 +58,13 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers")
     p.add_argument("--raw-seconds", type=float, default=5.0, help="seconds measuring the raw path")
     p.add_argument(
+        "--requests",
+        choices=["auto", "user", "guest"],
+        default="auto",
+        help="user: GET a stored user's recommendations; guest: POST the history (auto: user with one "
+        "worker, guest with several, whose in-process user states are not shared)",
+    )
+    p.add_argument(
         "--work-dir",
         default=os.environ.get("RELEVANCE_BENCH_DIR", str(Path(tempfile.gettempdir()) / "relevance-bench")),
     )
@@ -258,8 +265,29 @@ def seed_users(url: str, histories: dict[str, list[str]]) -> None:
 
 
 # -- 3. the load generator (runs in its own process) --------------------------------------------------------------
-async def _http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: bytes) -> int:
-    writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+def get_request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+def post_request(path: str, body: dict[str, Any]) -> bytes:
+    import json
+
+    data = json.dumps(body, separators=(",", ":")).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+PERSONALIZED = b'"strategy":"personalized"'
+
+
+async def _http_call(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bool]:
+    """Send one pre-built request; (status, whether the answer was personalised)."""
+    writer.write(request)
     status = int((await reader.readline()).split()[1])
     length = 0
     while True:
@@ -269,9 +297,8 @@ async def _http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return status
+    body = await reader.readexactly(length) if length else b""
+    return status, PERSONALIZED in body
 
 
 async def _load(
@@ -288,10 +315,28 @@ async def _load(
     lat: list[float] = []
     errors = 0
     done = 0
+    personalized = 0
+    kinds: dict[str, int] = {}
     rng = random.Random(1)
 
     async def conn():
-        return idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+        if idle:
+            return idle.pop(), True
+        return await asyncio.open_connection("127.0.0.1", port), False
+
+    async def call(request: bytes):
+        """One request; a pooled keep-alive connection the server closed while idle (uvicorn's keep-alive
+        timeout) fails before any answer: that request is re-sent once on a fresh connection, as any
+        HTTP client pool does. Returns (connection, status, personalised)."""
+        c, pooled = await conn()
+        try:
+            return (c, *await _http_call(*c, request))
+        except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
+            c[1].close()
+            if not pooled:
+                raise
+        c = await asyncio.open_connection("127.0.0.1", port)
+        return (c, *await _http_call(*c, request))
 
     async def one(t_sched: float, measure: bool) -> None:
         nonlocal errors, done, in_flight
@@ -302,22 +347,21 @@ async def _load(
             in_flight -= 1
 
     async def _one(t_sched: float, measure: bool) -> None:
-        nonlocal errors, done
-        c = None
+        nonlocal errors, done, personalized
         try:
-            c = await conn()
-            status = await asyncio.wait_for(_http_get(*c, rng.choice(paths)), timeout=10)
-        except Exception:
+            c, status, pers = await asyncio.wait_for(call(rng.choice(paths)), timeout=10)
+        except Exception as e:
             errors += measure
-            if c is not None:
-                c[1].close()
+            kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + measure
             return
         idle.append(c)
         if measure:
             lat.append(loop.time() - t_sched)
             done += 1
+            personalized += pers
             if status != 200:
                 errors += 1
+                kinds[f"http {status}"] = kinds.get(f"http {status}", 0) + 1
 
     cpu0 = time.process_time()
     if mode == "open":
@@ -357,12 +401,16 @@ async def _load(
     return {
         "requests": done,
         "errors": errors,
+        "error_kinds": kinds,
         "rps": round(done / wall, 1) if wall > 0 else 0.0,
         "p50_ms": round(float(np.percentile(arr, 50)), 3) if len(arr) else None,
         "p99_ms": round(float(np.percentile(arr, 99)), 3) if len(arr) else None,
         "max_ms": round(float(arr.max()), 3) if len(arr) else None,
         "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
         "not_sent": dropped,
+        # share of answers from the user tower (not the popular fallback): a check that the load measures
+        # the personalised path (≈ 0.9 with 10% unknown users)
+        "personalized_share": round(personalized / done, 3) if done else None,
     }
 
 
@@ -438,6 +486,10 @@ def run(args) -> dict[str, Any]:
     ids = pq.read_table(bdir / B.ITEM_IDS).column("item_id").to_pylist()
     histories = user_histories(ids, args.users, args.seed)
     del ids
+    # user state lives in each worker's memory (a shared store such as Redis would serve several), so with
+    # several workers stored-history requests would mostly land on a worker that never saw the user's
+    # events and be answered by the cheap popular fallback: those runs post the history instead
+    requests = args.requests if args.requests != "auto" else ("user" if args.workers == 1 else "guest")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = work / "server.log"
@@ -448,8 +500,16 @@ def run(args) -> dict[str, Any]:
         startup_s = time.perf_counter() - t
         seed_users(url, histories)
         users = list(histories)
-        paths = [f"/v1/users/{u}/recommendations?k=20".encode() for u in users]
-        paths += [f"/v1/users/anon-{i}/recommendations?k=20".encode() for i in range(len(users) // 9)]
+        anon = [f"anon-{i}" for i in range(len(users) // 9)]
+        if requests == "user":
+            paths = [get_request(f"/v1/users/{u}/recommendations?k=20") for u in users + anon]
+        else:  # guest: the history travels in the body, so any worker can answer it
+            paths = [
+                post_request(
+                    "/v1/recommendations", {"k": 20, "history": [{"item_id": i} for i in histories[u]]}
+                )
+                for u in users
+            ] + [post_request("/v1/recommendations", {"k": 20, "history": []}) for _ in anon]
         open_loop = run_client(port, paths, "open", args)
         drain(url)
         closed_loop = run_client(port, paths, "closed", args)
@@ -478,6 +538,8 @@ def run(args) -> dict[str, Any]:
         "closed_loop": {**closed_loop, "concurrency": args.concurrency},
         "raw_path": raw,
         "workers": args.workers,
+        "requests": requests,
+        "personalized_share": open_loop["personalized_share"],
         "server_startup_s": round(startup_s, 2),
         "server_rss_mb": server_rss_mb,
         "cpus": os.cpu_count(),
