@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator
 
 import faiss
 import torch
-from litestar import Litestar
+from litestar import Litestar, MediaType, Request, Response
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -190,6 +190,16 @@ def _service_dependency(state: State) -> Service:
     return state.service
 
 
+def _too_deep(request: Request, exc: RecursionError) -> Response:
+    """A JSON body nested deeper than the decoder's recursion limit (e.g. 20,000 ``[``) is the client's
+    fault: a 400 that says so, not a 500."""
+    return Response(
+        {"status_code": 400, "detail": "request body is nested too deeply"},
+        status_code=400,
+        media_type=MediaType.JSON,
+    )
+
+
 def create_app(
     settings: ServiceSettings | None = None,
     *,
@@ -262,6 +272,7 @@ def create_app(
         cors_config=cors,
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
+        exception_handlers={RecursionError: _too_deep},
         debug=False,
     )
     return app

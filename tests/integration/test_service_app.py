@@ -600,3 +600,84 @@ def test_token_is_compared_in_constant_time(client, monkeypatch):
     assert client.post("/v1/events", json=ev, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/v1/events", json=ev, headers=AUTH).status_code == 202
     assert calls == [(b"wrong", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
+
+
+# -- hostile input (issue 10): every answer a clear 4xx or a normal answer, never a 5xx, no file outside the store
+HOSTILE_IDS = [
+    "../../etc/passwd",
+    "..%2F..%2Fsecrets",
+    "a\x00b",
+    "tab\tand\nnewline",
+    "\u202eevil\u202c",
+    "' OR 1=1 --",
+    "'; DROP TABLE items; --",
+    "${jndi:ldap://x}",
+    "x" * 300,
+    "ユーザー🙂",
+    "\r\nSet-Cookie: a=b",
+    "/absolute/path",
+    "C:\\windows\\system32",
+]
+
+
+def _files_outside(root: Path, store: Path) -> set[str]:
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and store not in p.parents and "bundle-cache" not in p.parts
+    }
+
+
+def test_hostile_input_is_answered_or_refused_never_a_server_error(home, model):
+    from urllib.parse import quote
+
+    root = Path(home.root).parent
+    before = _files_outside(root, Path(home.root))
+    item = model.items["item_id"].iloc[0]
+    tried: list[tuple[str, int]] = []
+
+    def record(label: str, r) -> None:
+        tried.append((label, r.status_code))
+
+    with TestClient(app=create_app(settings_for(home, max_body_bytes=64_000))) as c:
+        for raw in HOSTILE_IDS:
+            enc = quote(raw, safe="")
+            record(f"user {raw!r}", c.get(f"/v1/users/{enc}/recommendations"))
+            record(f"similar {raw!r}", c.get(f"/v1/items/{enc}/similar"))
+            record(f"category {raw!r}", c.get("/v1/users/u/recommendations", params={"category": raw}))
+            record(f"location {raw!r}", c.get("/v1/users/u/recommendations", params={"location": raw}))
+            ev = {"events": [{"user_id": raw, "item_id": raw, "event_type": "view"}]}
+            record(f"events {raw!r}", c.post("/v1/events", json=ev, headers=AUTH))
+            body = {"history": [{"item_id": raw}, {"item_id": item}], "category": raw}
+            record(f"guest {raw!r}", c.post("/v1/recommendations", json=body))
+            listing = {"title": raw, "category_path": raw, "price": 10.0}
+            record(f"put item {raw!r}", c.put(f"/v1/items/{enc}", json=listing, headers=AUTH))
+        for k in ("-1", "0", "1000000000000", "1e3", "NaN", "twenty"):
+            record(f"k={k}", c.get("/v1/users/u/recommendations", params={"k": k}))
+        for price in ("-5", "inf", "NaN", "1e400", "abc"):
+            record(f"max_price={price}", c.get("/v1/users/u/recommendations", params={"max_price": price}))
+        deep = b'{"history": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+        record(
+            "deep json",
+            c.post("/v1/recommendations", content=deep, headers={"Content-Type": "application/json"}),
+        )
+        record("oversized", c.post("/v1/recommendations", json={"history": [{"item_id": "x" * 100}] * 2000}))
+        record(
+            "not json",
+            c.post("/v1/recommendations", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}),
+        )
+        record("wrong type", c.post("/v1/recommendations", json=[1, 2, 3]))
+        record("path traversal route", c.get("/v1/items/../../etc/passwd/similar"))
+        time.sleep(0.3)  # let the landing writer flush what was accepted
+        assert c.get("/healthz").status_code == 200
+
+    mishandled = [(label, s) for label, s in tried if s >= 500]
+    assert not mishandled, mishandled
+    statuses = {s for _, s in tried}
+    assert statuses <= {200, 201, 202, 204, 400, 404, 405, 413, 422}, statuses
+    assert {"deep json", "oversized", "k=1000000000000", "k=-1"} <= {
+        label for label, s in tried if 400 <= s < 500
+    }
+    # nothing was written outside the artifact store, whatever the ids looked like
+    assert _files_outside(root, Path(home.root)) == before
+    print(f"hostile API inputs tried: {len(tried)}, mishandled: {len(mishandled)}")
