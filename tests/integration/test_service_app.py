@@ -449,9 +449,12 @@ def test_impressions_are_logged_pseudonymised(client, home, model):
     resp = client.get(f"/v1/users/{user}/recommendations?k=4").json()
     deadline = time.time() + 5
     files: list[str] = []
-    while time.time() < deadline:
-        files = [k for k in home.list("landing/events") if "/impressions-" in k]
-        if files:
+    live: list[str] = []
+    while time.time() < deadline:  # one flush writes both files, one after the other: wait for both
+        keys = home.list("landing/events")
+        files = [k for k in keys if "/impressions-" in k]
+        live = [k for k in keys if "/live-events-" in k]
+        if files and live:
             break
         time.sleep(0.05)
     assert files and all(Path(k).parent.name.startswith("date=") for k in files)
@@ -464,7 +467,6 @@ def test_impressions_are_logged_pseudonymised(client, home, model):
     )
     assert all(r["user_id"] and r["user_id"] != user and r["user_id"].startswith("u_") for r in mine)
     assert all(r["timestamp"].endswith("Z") for r in mine)
-    live = [k for k in home.list("landing/events") if "/live-events-" in k]
     assert live and user not in home.read_text(live[0])
 
 
