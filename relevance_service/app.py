@@ -33,10 +33,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import faiss
 import torch
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -44,6 +45,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
 
 from relevance_core.storage import ArtifactStore, store_from_uri
 from relevance_service.bundle_cache import BundleCache
@@ -186,6 +188,22 @@ def configure_logging(settings: ServiceSettings) -> None:
         log.setLevel(getattr(logging, settings.log_level.upper()))
 
 
+#: where the docs UI's Swagger files are served from: the service ships them (``swagger-ui-bundle``), so
+#: ``/docs`` works without internet access (Litestar's default loads them from a CDN)
+DOCS_ASSETS = "/docs/assets"
+
+
+def docs_assets_router() -> Router:
+    from swagger_ui_bundle import swagger_ui_path
+
+    return create_static_files_router(
+        path=DOCS_ASSETS,
+        directories=[Path(str(swagger_ui_path))],
+        name="docs-assets",
+        include_in_schema=False,
+    )
+
+
 def _service_dependency(state: State) -> Service:
     return state.service
 
@@ -227,13 +245,22 @@ def create_app(
     if settings.writes_allowed:
         handlers += [events.EventController, items.ItemWriteController, admin.AdminController]
     handlers.append(explorer_router())
+    handlers.append(docs_assets_router())
 
     openapi = OpenAPIConfig(
         title="relevance",
         version=API_VERSION,
         description="Personalised recommendations, similar items, real-time events and live listings.",
         path="/docs",
-        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path="/",
+                js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+            ),
+            JsonRenderPlugin(path="/openapi.json"),
+        ],
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="RELEVANCE_API_TOKEN")

@@ -4,6 +4,7 @@ a real bundle (tests/e2e/bundle_fixture.py: real training, export, FAISS, publis
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -97,7 +98,13 @@ def test_health_ready_bundle_and_openapi(client, home, model):
         "/metrics",
     ):
         assert path in spec["paths"], path
-    assert client.get("/docs").status_code == 200  # the docs UI page
+    page = client.get("/docs")  # the docs UI page, with its Swagger files served by the service
+    assert page.status_code == 200
+    scripts = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert len(scripts) >= 3 and all(u.startswith("/docs/assets/") for u in scripts), scripts
+    for url in scripts:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 10_000, url
 
 
 def test_not_ready_without_a_bundle(tmp_path):
