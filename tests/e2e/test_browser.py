@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from e2e.browser import chromium, screenshot
 from e2e.bundle_fixture import assemble, trained_model
+from e2e.service_process import free_port
 from relevance_core import bundle as B
 from relevance_core.storage import LocalStore
 
@@ -33,12 +33,6 @@ BIN = Path(sys.executable).parent
 TOKEN = "browser-e2e-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 K = 12  # the page's default k
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:

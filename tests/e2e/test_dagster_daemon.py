@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from e2e.service_process import free_port
 from relevance_assets.freshness_state import read_freshness_states
 from relevance_core.storage import LocalStore
 
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 2.0):
@@ -87,7 +81,7 @@ telemetry:
     shutil.copytree(
         generated / "landing" / "events" / f"date={days[0]}", home / "landing" / "events" / f"date={days[0]}"
     )
-    port = _free_port()
+    port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = [
