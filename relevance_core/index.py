@@ -428,6 +428,45 @@ def single_query_qps(
             return done / elapsed
 
 
+#: An ANN index is served instead of exact search only when, tuned to the recall target, it answers single
+#: queries at least this much faster than Flat on the same held-out queries. Where the neighbours of a
+#: query are spread out (weakly trained towers, catalogs of mostly cold items) IVF needs so many probes
+#: that exact search is faster: measured from 50k to 200k items in docs/benchmarks.md, while on other
+#: embeddings IVF was 4x faster at 50k. No fixed crossover size captures that; a measurement does.
+MIN_ANN_SPEEDUP = 1.5
+
+
+def keep_ann_if_faster(
+    index: ItemIndex,
+    embeddings: np.ndarray,
+    queries: np.ndarray,
+    k: int = 100,
+    *,
+    min_speedup: float = MIN_ANN_SPEEDUP,
+    max_queries: int = 100,
+) -> tuple[ItemIndex, dict[str, Any]]:
+    """``(index to serve, what was measured)``: ``index`` if it is exact or at least ``min_speedup`` times
+    faster than a Flat index over the same vectors on ``queries`` (single-query QPS, one thread, as the
+    service searches), else that Flat index. ``max_queries`` bounds the time (≈1.5 s at 1M items)."""
+    q = queries[:max_queries]
+    if index.is_exact or len(q) == 0 or min_speedup <= 0:
+        return index, {}
+    flat = build_index(embeddings, index.item_ids, factory="Flat", use_gpu=False)
+    ann_qps = single_query_qps(index, q, k, min_seconds=0.2, max_queries=len(q))
+    flat_qps = single_query_qps(flat, q, k, min_seconds=0.2, max_queries=len(q))
+    speedup = ann_qps / flat_qps if flat_qps > 0 else math.inf
+    info = {
+        "ann_factory": index.factory,
+        "ann_search_params": dict(index.search_params),
+        "ann_qps": round(ann_qps, 1),
+        "flat_qps": round(flat_qps, 1),
+        "ann_speedup_vs_flat": round(speedup, 2),
+        "min_ann_speedup": min_speedup,
+        "ann_kept": bool(speedup >= min_speedup),
+    }
+    return (index if info["ann_kept"] else flat), info
+
+
 def save_to_store(index: ItemIndex, store, prefix: str) -> None:
     """Publish ``index.faiss`` + ``item_ids.parquet`` under ``prefix`` atomically (``replace_dir``)."""
     with tempfile.TemporaryDirectory(prefix="relevance-index-") as tmp:

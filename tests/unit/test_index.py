@@ -154,3 +154,29 @@ def test_cold_items_are_embedded_and_indexed():
     top = idx.search(emb[row : row + 1], 5).item_ids[0]
     same = items.set_index("item_id").loc[list(top)]
     assert (same["category_path"] == items.loc[row, "category_path"]).all()
+
+
+def test_an_ann_that_is_not_faster_than_exact_search_is_not_served():
+    """The size rule picks IVF, but on vectors whose neighbours are spread out IVF needs so many probes
+    that exact search is faster: then Flat is served (and recall is exact); a required speedup of 0 keeps
+    the ANN, and clustered vectors keep it on merit."""
+    rng = np.random.default_rng(0)
+    spread = rng.normal(size=(30_000, 32)).astype("float32")  # i.i.d.: no structure for IVF to use
+    ids = np.arange(len(spread)).astype(str)
+    queries = rng.normal(size=(200, 32)).astype("float32")
+    ivf = I.build_index(spread, ids, factory="IVF256,Flat")
+    I.tune_search(ivf, spread, queries[:100], k=100, target_recall=0.95)
+    served, info = I.keep_ann_if_faster(ivf, spread, queries[100:], k=100, min_speedup=1.5)
+    assert served.is_exact and info["ann_kept"] is False and info["ann_speedup_vs_flat"] < 1.5
+    kept, info0 = I.keep_ann_if_faster(ivf, spread, queries[100:], k=100, min_speedup=0)
+    assert kept is ivf and info0 == {}
+    centers = rng.normal(size=(300, 32)).astype("float32") * 4
+    clustered = (centers[rng.integers(0, 300, 60_000)] + rng.normal(size=(60_000, 32)) * 0.3).astype(
+        "float32"
+    )
+    cids = np.arange(len(clustered)).astype(str)
+    cq = (centers[rng.integers(0, 300, 200)] + rng.normal(size=(200, 32)) * 0.3).astype("float32")
+    civf = I.build_index(clustered, cids, factory="IVF256,Flat")
+    I.tune_search(civf, clustered, cq[:100], k=100, target_recall=0.95)
+    served, info = I.keep_ann_if_faster(civf, clustered, cq[100:], k=100, min_speedup=1.5)
+    assert served is civf and info["ann_kept"] is True, info

@@ -24,7 +24,7 @@ from relevance_assets.resources import StorageResource
 from relevance_core import bundle as B
 from relevance_core import publishing as P
 from relevance_core.evaluation import gates as G
-from relevance_core.index import FLAT_CROSSOVER, RECALL_TARGET
+from relevance_core.index import FLAT_CROSSOVER, MIN_ANN_SPEEDUP, RECALL_TARGET
 from relevance_core.storage import ArtifactStore
 
 MODEL_GROUP = "model"
@@ -137,6 +137,9 @@ class FaissIndexConfig(dg.Config):
     #: measured on the other half: tuning exactly to the target fails the check on fresh queries about
     #: half the time (seen in the demo: 0.95 on the tuning half, 0.946 on the other).
     tuning_margin: float = 0.02
+    #: With the size-based choice, the tuned ANN is kept only if it is at least this much faster than
+    #: exact search on the held-out queries (``relevance_core.index.keep_ann_if_faster``); 0 keeps it always.
+    min_ann_speedup: float = MIN_ANN_SPEEDUP
     max_queries: int = 1_000
     use_gpu: bool | None = None
     seed: int = 0
@@ -173,7 +176,7 @@ def faiss_index(
     crossover size, IVF above (or ``config.factory``); the search breadth is tuned on half of the held-out
     user-tower queries and recall@K vs exact is measured on the other half (the ANN check's number).
     Built on GPU when a GPU FAISS and a GPU are present."""
-    from relevance_core.index import build_index, measure_recall, tune_search
+    from relevance_core.index import build_index, keep_ann_if_faster, measure_recall, tune_search
 
     store = storage.get_store()
     v = model_version(context, store)
@@ -187,11 +190,18 @@ def faiss_index(
     tuned = tune_search(
         index, emb, queries[:half], k=k, target_recall=min(1.0, config.target_recall + config.tuning_margin)
     )
-    recall = (
-        1.0
-        if index.is_exact
-        else measure_recall(index, emb, queries[half:] if len(queries) > 1 else queries, k=k)
-    )
+    held_out = queries[half:] if len(queries) > 1 else queries
+    speed: dict = {}
+    if config.factory is None:  # the size rule chose: the ANN must also earn its place by speed
+        index, speed = keep_ann_if_faster(index, emb, held_out, k=k, min_speedup=config.min_ann_speedup)
+        if index.is_exact:
+            tuned = {"recall": 1.0}
+    recall = 1.0 if index.is_exact else measure_recall(index, emb, held_out, k=k)
+    if speed:
+        context.log.info(
+            f"{speed['ann_factory']}: {speed['ann_speedup_vs_flat']}x exact search at {speed['ann_search_params']}"
+            f" -> serving {index.factory}"
+        )
     desc = index.describe()
     meta = desc | {
         "model_version": v,
@@ -200,6 +210,7 @@ def faiss_index(
         "target_recall": config.target_recall,
         "tuning_recall": tuned["recall"],
         "queries": len(queries),
+        "speed_vs_exact": speed,
         "run_id": context.run.run_id,
     }
     P.save_index(store, v, index, meta)
@@ -219,6 +230,7 @@ def faiss_index(
             "search_params": dg.MetadataValue.json(dict(index.search_params)),
             f"recall_at_{k}_vs_exact": dg.MetadataValue.float(round(recall, 4)),
             "recall_queries": dg.MetadataValue.int(len(queries) - half if len(queries) > 1 else len(queries)),
+            "ann_vs_exact": dg.MetadataValue.json(speed),
         }
     )
 
