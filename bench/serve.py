@@ -182,7 +182,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, port: int, workers: int, log_path: Path) -> subprocess.Popen:
+def start_server(
+    home: Path, port: int, workers: int, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``relevance serve`` on 127.0.0.1 in its own process; ``env`` adds or overrides ``RELEVANCE_*``."""
     env = {
         **os.environ,
         "RELEVANCE_HOME": str(home),
@@ -190,6 +193,7 @@ def start_server(home: Path, port: int, workers: int, log_path: Path) -> subproc
         "RELEVANCE_PSEUDONYM_KEY": "bench",
         "RELEVANCE_SEED_FROM_LAKE": "0",
         "RELEVANCE_POLL_INTERVAL_S": "60",
+        **(env or {}),
     }
     log = open(log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
     return subprocess.Popen(

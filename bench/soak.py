@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.serve import ROOT, TOKEN, _rss_mb, build_bundle, free_port, seed_users, user_histories, wait_ready
+from bench.serve import TOKEN, _rss_mb, build_bundle, free_port, seed_users, user_histories, wait_ready
+from bench.serve import start_server as serve_process
 
 MAX_IN_FLIGHT = 512
 TIMEOUT_S = 10.0
@@ -115,37 +116,15 @@ def republish(home: Path) -> str:
 
 
 def start_server(home: Path, port: int, log_path: Path, rate_limit: str | None) -> subprocess.Popen:
+    """The bench's server, polling ``LATEST`` every second (bundles are published during the run)."""
     env = {
-        **os.environ,
-        "RELEVANCE_HOME": str(home),
-        "RELEVANCE_API_TOKEN": TOKEN,
         "RELEVANCE_PSEUDONYM_KEY": "soak",
-        "RELEVANCE_SEED_FROM_LAKE": "0",
+        "RELEVANCE_POLL_INTERVAL_S": "1",
         "RELEVANCE_BUNDLE_CACHE_DIR": str(home.parent / "bundle-cache"),
     }
     if rate_limit:
         env["RELEVANCE_RATE_LIMIT"] = rate_limit
-    log = open(log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "relevance_cli.main",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--poll-interval",
-            "1",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return serve_process(home, port, 1, log_path, env)
 
 
 def server_metric(url: str, name: str) -> float | None:

@@ -22,7 +22,7 @@ import pytest
 
 from e2e.browser import chromium, screenshot
 from e2e.bundle_fixture import assemble, trained_model
-from e2e.service_process import free_port
+from e2e.service_process import Server, free_port
 from relevance_core import bundle as B
 from relevance_core.storage import LocalStore
 
@@ -98,42 +98,16 @@ def store(tmp_path_factory, model, metrics) -> LocalStore:
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    log = tmp_path_factory.mktemp("logs") / "server.log"
-    port = free_port()
-    env = {
-        **os.environ,
-        "RELEVANCE_HOME": str(store.root),
-        "RELEVANCE_API_TOKEN": TOKEN,
-        "RELEVANCE_PSEUDONYM_KEY": "browser-e2e",
-        "RELEVANCE_STATE_TTL_S": "1e10",
-        "RELEVANCE_SEED_FROM_LAKE": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relevance_cli.main",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_http(f"{url}/readyz", proc, log, timeout=180)
-            yield url
-        finally:
-            stop_process(proc)
+    srv = Server(
+        store.root,
+        tmp_path_factory.mktemp("logs") / "server.log",
+        env={"RELEVANCE_API_TOKEN": TOKEN, "RELEVANCE_PSEUDONYM_KEY": "browser-e2e"},
+    )
+    try:
+        srv.wait_ready(timeout=180)
+        yield srv.url
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
