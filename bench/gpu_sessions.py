@@ -39,13 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def score(module, encoder, prefixes, labels, spacing_s: float, k: int, device: str) -> tuple[float, float]:
-    import numpy as np
     import torch
 
     from relevance_core.session_bench.convert import history_ages
+    from relevance_core.session_bench.runner import hit_and_mrr
 
     model = module.model.to(device).eval()
-    hits = rr = 0.0
+    lists: list[list[str]] = []
     with torch.inference_mode():
         items = model.all_item_vectors()
         for s in range(0, len(prefixes), 4096):
@@ -57,14 +57,8 @@ def score(module, encoder, prefixes, labels, spacing_s: float, k: int, device: s
             scores = model.user_vectors(rows, events, ages) @ items.T
             scores[:, 0] = float("-inf")
             top = scores.topk(k, dim=1).indices.cpu().numpy()
-            lab = encoder.rows_of(labels[s : s + 4096])
-            for t, lr in zip(top, lab, strict=True):
-                pos = np.flatnonzero(t == lr) if lr > 0 else []
-                if len(pos):
-                    hits += 1.0
-                    rr += 1.0 / (pos[0] + 1)
-    n = max(len(prefixes), 1)
-    return round(100 * hits / n, 2), round(100 * rr / n, 2)
+            lists += [[encoder.item_ids[r - 1] for r in row] for row in top]
+    return hit_and_mrr(lists, labels, k)
 
 
 def run(args) -> dict[str, Any]:
