@@ -174,8 +174,9 @@ def faiss_index(
 ) -> dg.MaterializeResult:
     """FAISS index over the item embeddings (inner product on unit vectors). Exact below the measured
     crossover size, IVF above (or ``config.factory``); the search breadth is tuned on half of the held-out
-    user-tower queries and recall@K vs exact is measured on the other half (the ANN check's number).
-    Built on GPU when a GPU FAISS and a GPU are present."""
+    user-tower queries and recall@K vs exact is measured on the other half (the ANN check's number). A
+    size-chosen IVF is served only if it is also ``min_ann_speedup`` times faster than exact search on
+    those queries, else Flat. Built on GPU when a GPU FAISS and a GPU are present."""
     from relevance_core.index import build_index, keep_ann_if_faster, measure_recall, tune_search
 
     store = storage.get_store()
