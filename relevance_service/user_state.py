@@ -202,10 +202,24 @@ def seed_from_lake(
                     )
         except Exception as e:
             log.warning("user state: skipping sessions partition %s: %s", part, e)
+    cutoff = time.time() - state.ttl_s
+    expired = 0
     for uid, entries in per_user.items():
+        if max(e.ts for e in entries) < cutoff:
+            expired += 1  # the store would drop every entry: not a seeded user
+            continue
         state.append(uid, entries)  # entries older than the TTL are dropped here, as on any write
         seeded.add(uid)
     log.info(
         "user state: seeded %d users from %d sessions partitions", len(seeded), min(days, len(partitions))
     )
+    if expired:
+        # replayed or historical data (the demo's generated January) is older than the TTL: say so, or
+        # every lake user silently gets the popular fallback
+        log.warning(
+            "user state: %d users' lake histories are all older than the state TTL (%.0f s) and were not "
+            "seeded; raise RELEVANCE_STATE_TTL_S to serve them personally",
+            expired,
+            state.ttl_s,
+        )
     return len(seeded)

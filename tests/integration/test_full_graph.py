@@ -109,7 +109,11 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
     newest = sorted((home / "lake" / "sessions").glob("date=*"))[-1]
     sessions = pq.read_table(newest, columns=["user_id", "item_ids"]).to_pylist()
     user, seen = next((s["user_id"], set(s["item_ids"])) for s in sessions if s["user_id"])
-    srv = Server(home, tmp_path / "serve.log", env={"RELEVANCE_SEED_FROM_LAKE": "1"})
+    srv = Server(
+        home,
+        tmp_path / "serve.log",
+        env={"RELEVANCE_SEED_FROM_LAKE": "1", "RELEVANCE_STATE_TTL_S": str(10 * 365 * 86400)},
+    )  # the generated events are from January 2026: a TTL of 30 days of wall-clock time would expire them all
     try:
         srv.wait_ready()
         with httpx.Client(base_url=srv.url, timeout=30) as c:

@@ -126,5 +126,27 @@ def test_seed_from_lake_reads_newest_sessions_partitions(store):
     assert s.get("old-user") == []
 
 
+def test_seed_skips_and_reports_histories_older_than_the_ttl(store, caplog):
+    old = datetime.now(UTC) - timedelta(days=40)
+    t = pa.Table.from_pylist(
+        [{"user_id": "u-old", "item_ids": ["a"], "event_types": ["view"], "timestamps": [old]}],
+        schema=pa.schema(
+            [
+                ("user_id", pa.string()),
+                ("item_ids", pa.list_(pa.string())),
+                ("event_types", pa.list_(pa.string())),
+                ("timestamps", pa.list_(pa.timestamp("us", tz="UTC"))),
+            ]
+        ),
+    )
+    d = store.local_dir("lake/sessions/date=2026-01-01")
+    d.mkdir(parents=True, exist_ok=True)
+    pq.write_table(t, d / "part-0.parquet")
+    with caplog.at_level("WARNING", logger="relevance_service.user_state"):
+        assert seed_from_lake(InMemoryUserState(ttl_s=30 * 86400), store) == 0
+    assert "1 users' lake histories are all older than the state TTL" in caplog.text
+    assert seed_from_lake(InMemoryUserState(ttl_s=60 * 86400), store) == 1
+
+
 def test_seed_from_empty_lake_seeds_nothing(store):
     assert seed_from_lake(InMemoryUserState(), store) == 0
