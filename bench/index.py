@@ -81,12 +81,17 @@ def make_vectors(args, t0: float):
         pairs = fetch()
         con.close()
     _log(t0, f"{pairs.num_rows:,} training pairs")
+    # --train-batches counts optimizer steps over as many epochs as they take (Lightning caps
+    # limit_train_batches per epoch)
+    batch_size = 1024
+    n_train = int(pc.sum(pc.equal(pairs.column("split"), "train")).as_py() or 0)
+    per_epoch = max(1, -(-n_train // batch_size))
     mcfg = TwoTowerConfig(
-        max_epochs=1,
+        max_epochs=max(1, -(-args.train_batches // per_epoch)),
         n_layers=1,
         hidden=64,
-        batch_size=1024,
-        limit_train_batches=args.train_batches,
+        batch_size=batch_size,
+        limit_train_batches=min(args.train_batches, per_epoch),
         max_val_examples=2_000,
         progress_bar=False,
         seed=args.seed,

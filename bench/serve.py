@@ -11,7 +11,8 @@ What it does, in one run:
 2. **Server.** ``relevance serve`` in its own process on 127.0.0.1 (uvicorn, ``--workers``); user state
    is filled through ``POST /v1/events`` (``--users`` users with 10 interactions each).
 3. **Load.** A second process drives ``GET /v1/users/{id}/recommendations?k=20`` (90% known users, 10%
-   unknown → popular fallback) over keep-alive HTTP/1.1 connections:
+   unknown → popular fallback) over ``--connections`` keep-alive HTTP/1.1 connections opened up front and
+   used in turn (FIFO), so several workers share the load as they would many clients' traffic:
    - *open loop* at ``--rate`` requests/s for ``--duration`` s: requests are sent on a fixed schedule
      whether or not earlier answers arrived, and latency counts from the scheduled send time (no
      coordinated omission). → ``p50_ms``, ``p99_ms``, ``errors``, ``open_loop_rps``;
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,9 @@ def add_arguments(p) -> None:
     p.add_argument("--concurrency", type=int, default=4, help="closed-loop outstanding requests")
     p.add_argument("--users", type=int, default=2000, help="users given a history before the run")
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers")
+    p.add_argument(
+        "--connections", type=int, default=32, help="keep-alive connections the client opens and rotates"
+    )
     p.add_argument("--raw-seconds", type=float, default=5.0, help="seconds measuring the raw path")
     p.add_argument(
         "--requests",
@@ -306,7 +311,14 @@ async def _http_call(
 
 
 async def _load(
-    port: int, paths: list[bytes], mode: str, rate: float, duration: float, warmup: float, concurrency: int
+    port: int,
+    paths: list[bytes],
+    mode: str,
+    rate: float,
+    duration: float,
+    warmup: float,
+    concurrency: int,
+    connections: int,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     # open loop: a request that cannot even be sent because this many are already outstanding counts as
@@ -315,7 +327,11 @@ async def _load(
     max_in_flight = 512
     in_flight = 0
     dropped = 0
-    idle: list[tuple] = []
+    # a FIFO pool of keep-alive connections opened up front: requests rotate over all of them, so with
+    # several workers (each owning the connections it accepted) the load spreads the way many clients'
+    # traffic would. A LIFO pool reuses the same one or two connections whenever the server keeps up,
+    # which sends nearly every request to one worker and measures that worker's queue instead.
+    idle: deque[tuple] = deque([await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)])
     lat: list[float] = []
     errors = 0
     done = 0
@@ -325,7 +341,7 @@ async def _load(
 
     async def conn():
         if idle:
-            return idle.pop(), True
+            return idle.popleft(), True
         return await asyncio.open_connection("127.0.0.1", port), False
 
     async def call(request: bytes):
@@ -418,14 +434,14 @@ async def _load(
     }
 
 
-def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency) -> None:
+def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency, connections) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    q.put(asyncio.run(_load(port, paths, mode, rate, duration, warmup, concurrency)))
+    q.put(asyncio.run(_load(port, paths, mode, rate, duration, warmup, concurrency, connections)))
 
 
 def run_client(port: int, paths: list[bytes], mode: str, args) -> dict[str, Any]:
@@ -433,7 +449,17 @@ def run_client(port: int, paths: list[bytes], mode: str, args) -> dict[str, Any]
     q = ctx.Queue()
     p = ctx.Process(
         target=_client_process,
-        args=(q, port, paths, mode, args.rate, args.duration, args.warmup, args.concurrency),
+        args=(
+            q,
+            port,
+            paths,
+            mode,
+            args.rate,
+            args.duration,
+            args.warmup,
+            args.concurrency,
+            getattr(args, "connections", 32),
+        ),
     )
     p.start()
     out = q.get(timeout=args.duration + args.warmup + 300)

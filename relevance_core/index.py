@@ -6,8 +6,12 @@ Why it looks like this:
   normalising both sides makes inner product = cosine, so exact search is "the model's own ranking".
 - **Index type by catalog size.** Below :data:`FLAT_CROSSOVER` items an exact scan is at least as fast
   as an IVF probe on this kind of machine (measured, see ``docs/benchmarks.md``), so approximate search
-  would only cost recall. Above it an IVF index (``nlist ≈ 4·√N``, a power of two) is used; very large
-  catalogs switch to compressed codes (``SQ8``). Any FAISS factory string overrides the choice.
+  would only cost recall. Above it an IVF index (``nlist ≈ 4·√N``, a power of two) is used. From
+  :data:`FASTSCAN_ABOVE` items the lists hold 4-bit PQ codes scanned with FAISS' SIMD "fast scan" and the
+  best ``k·k_factor`` are re-ranked exactly (``RFlat``): two-tower queries sit away from the item
+  clusters, so a query's top 100 spread over ~10% of the lists and the scan, not the probe count,
+  dominates — 4-bit codes scan several times faster than floats (measured 12.5× vs 5.5× exact search at
+  1M items, recall@100 0.95; docs/benchmarks.md). Any FAISS factory string overrides the choice.
 - **The search breadth is tuned, not guessed.** After building, :func:`tune_search` picks the smallest
   ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose recall@K against exact search on held-out query vectors
   reaches the target. The chosen value travels with the index (and the bundle manifest).
@@ -40,8 +44,11 @@ ITEM_IDS_FILE = "item_ids.parquet"
 #: with ``relevance bench index --crossover`` (single-query latency of Flat vs. the tuned IVF at
 #: recall@100 ≥ 0.95); see docs/benchmarks.md.
 FLAT_CROSSOVER = 20_000
-#: Above this size the IVF stores 8-bit scalar-quantised codes (4× smaller) with an exact re-rank.
-COMPRESSED_ABOVE = 5_000_000
+#: From this size the IVF lists hold 4-bit fast-scan PQ codes with an exact re-rank (see above).
+FASTSCAN_ABOVE = 200_000
+#: Above this size the coarse quantizer is an HNSW graph (assigning a query to 16k+ lists by brute force
+#: starts to cost as much as scanning them).
+HNSW_QUANTIZER_ABOVE = 5_000_000
 #: Recall@K vs exact that an approximate index must keep (the ``faiss_index`` blocking check's bar).
 RECALL_TARGET = 0.95
 
@@ -69,9 +76,12 @@ def choose_factory(n_items: int, dim: int, *, crossover: int = FLAT_CROSSOVER) -
     if n_items < crossover:
         return "Flat"
     nlist = _nlist_for(n_items)
-    if n_items > COMPRESSED_ABOVE:
-        return f"IVF{nlist}_HNSW32,SQ8,RFlat"
-    return f"IVF{nlist},Flat"
+    if n_items < FASTSCAN_ABOVE or dim % 2:
+        return f"IVF{nlist},Flat"
+    quantizer = f"IVF{nlist}_HNSW32" if n_items > HNSW_QUANTIZER_ABOVE else f"IVF{nlist}"
+    # one 4-bit sub-quantizer per dimension up to 64 codes (32 bytes), then per pair of dimensions...
+    m = dim // max(1, dim // 64)
+    return f"{quantizer},PQ{m}x4fs,RFlat"
 
 
 def gpu_available() -> bool:

@@ -27,10 +27,11 @@ def structured(n: int, nq: int, d: int = 32, seed: int = 0) -> tuple[np.ndarray,
 def test_factory_by_catalog_size():
     assert I.choose_factory(10, 64) == "Flat"
     assert I.choose_factory(I.FLAT_CROSSOVER - 1, 64) == "Flat"
-    big = I.choose_factory(1_000_000, 64)
-    assert big == "IVF4096,Flat"
-    assert I.choose_factory(I.COMPRESSED_ABOVE + 1, 64).startswith("IVF")
-    assert "SQ8" in I.choose_factory(I.COMPRESSED_ABOVE + 1, 64)
+    assert I.choose_factory(I.FASTSCAN_ABOVE - 1, 64) == "IVF2048,Flat"
+    assert I.choose_factory(1_000_000, 64) == "IVF4096,PQ64x4fs,RFlat"
+    assert I.choose_factory(1_000_000, 128) == "IVF4096,PQ64x4fs,RFlat"
+    assert I.choose_factory(1_000_000, 48) == "IVF4096,PQ48x4fs,RFlat"
+    assert I.choose_factory(I.HNSW_QUANTIZER_ABOVE + 1, 64).startswith("IVF8192_HNSW32,PQ64x4fs")
     # never fewer than 39 training points per list
     assert I._nlist_for(2_000) * 39 <= 2_000
 
@@ -69,6 +70,28 @@ def test_ivf_recall_vs_exact_meets_bar_on_held_out_queries():
     assert held_out >= I.RECALL_TARGET - 0.01
     # the knob matters: a single probe loses recall, so the tuned value is doing real work
     assert I.measure_recall(idx, x, q[200:], k=100, nprobe=1) < held_out - 0.1
+
+
+def test_fast_scan_pq_with_exact_rerank_tunes_saves_and_reloads(tmp_path):
+    # the size rule's large-catalog index (4-bit fast-scan codes + exact re-rank), on a small catalog
+    x, q = structured(20_000, 300, seed=4)
+    ids = np.arange(len(x)).astype(str)
+    idx = I.build_index(x, ids, factory="IVF128,PQ32x4fs,RFlat")
+    assert not idx.is_exact
+    tuned = I.tune_search(idx, x, q[:150], k=100)
+    assert tuned["recall"] >= I.RECALL_TARGET and "nprobe" in tuned["search_params"]
+    assert I.measure_recall(idx, x, q[150:], k=100) >= I.RECALL_TARGET - 0.02
+    # the re-rank is what makes 4-bit codes exact enough: without it recall drops
+    assert faiss.downcast_index(idx.index).k_factor > 1
+    idx.save(tmp_path)
+    # factory and tuned breadth travel in the bundle manifest; the re-rank depth travels in the file
+    back = I.ItemIndex.load(tmp_path, factory=idx.factory, search_params=idx.search_params)
+    assert faiss.downcast_index(back.index).k_factor == faiss.downcast_index(idx.index).k_factor
+    np.testing.assert_array_equal(back.search(q[150:], 20).rows, idx.search(q[150:], 20).rows)
+    # scores are exact inner products (the re-rank), not code approximations
+    top = back.search(x[:5], 1)
+    assert top.item_ids[:, 0].tolist() == ids[:5].tolist()
+    np.testing.assert_allclose(top.scores[:, 0], 1.0, atol=1e-5)
 
 
 def test_search_parameters_are_per_call_not_global():
