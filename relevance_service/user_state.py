@@ -18,7 +18,6 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -29,9 +28,13 @@ from relevance_core.storage import ArtifactStore
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One interaction as the user tower needs it: ``ts`` is epoch seconds (UTC)."""
+class HistoryEntry(msgspec.Struct, frozen=True, gc=False):
+    """One interaction as the user tower needs it: ``ts`` is epoch seconds (UTC).
+
+    ``gc=False``: a store of a million users holds tens of millions of these, and the cyclic garbage
+    collector would walk every one of them in each full collection (seconds of stalled requests); they
+    hold only strings and a float, so they can never be part of a reference cycle.
+    """
 
     item_id: str
     event_type: str
