@@ -150,3 +150,13 @@ def test_seed_skips_and_reports_histories_older_than_the_ttl(store, caplog):
 
 def test_seed_from_empty_lake_seeds_nothing(store):
     assert seed_from_lake(InMemoryUserState(), store) == 0
+
+
+def test_history_entries_are_not_tracked_by_the_cyclic_gc():
+    # a million users' histories must not be walked by every full collection
+    import gc
+
+    s = InMemoryUserState()
+    s.append("u", [e("a", 1e12), e("b", 1e12 + 1)], now=1e12)
+    assert [x.item_id for x in s.get("u", now=1e12)] == ["a", "b"]
+    assert not any(gc.is_tracked(x) for x in s.get("u", now=1e12))
