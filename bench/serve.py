@@ -55,7 +55,13 @@ def add_arguments(p) -> None:
     p.add_argument("--rate", type=float, default=500.0, help="open-loop offered rate, requests/s")
     p.add_argument("--duration", type=float, default=15.0, help="seconds per load phase")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
-    p.add_argument("--concurrency", type=int, default=4, help="closed-loop outstanding requests")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="closed-loop outstanding requests (enough that every worker stays busy whichever worker "
+        "accepted which connections)",
+    )
     p.add_argument("--users", type=int, default=2000, help="users given a history before the run")
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers")
     p.add_argument(
@@ -223,20 +229,31 @@ def start_server(
     )
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 900.0) -> None:
+def wait_ready(
+    url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 900.0, workers: int = 1
+) -> None:
+    """Until ``workers`` distinct worker processes have answered ``/readyz`` (each on a fresh connection,
+    which the kernel hands to a random listening worker): a load started while one worker is still
+    loading its bundle would pin every connection to the others."""
     import httpx
 
+    seen: set[int] = set()
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
+            r = httpx.get(f"{url}/readyz", timeout=2)
+            if r.status_code == 200:
+                seen.add(r.json().get("worker"))
+                if len(seen) >= workers:
+                    return
+                time.sleep(0.1)
+                continue
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise TimeoutError("server did not become ready")
+    raise TimeoutError(f"server did not become ready ({len(seen)} of {workers} workers answered)")
 
 
 def drain(url: str, timeout: float = 120.0) -> None:
@@ -526,7 +543,7 @@ def run(args) -> dict[str, Any]:
     proc = start_server(home, port, args.workers, log_path)
     try:
         t = time.perf_counter()
-        wait_ready(url, proc, log_path)
+        wait_ready(url, proc, log_path, workers=args.workers)
         startup_s = time.perf_counter() - t
         seed_users(url, histories)
         users = list(histories)

@@ -197,3 +197,5 @@ class ReadyResponse(msgspec.Struct, kw_only=True):
     bundle_version: str | None = None
     detail: str | None = None
     store: StoreStatus | None = None
+    #: which worker process answered (``relevance serve --workers N`` runs N, each with its own bundle copy)
+    worker: int | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from litestar import Controller, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
@@ -33,7 +35,11 @@ class HealthController(Controller):
             notes.append(f"artifact store unreachable, serving {state.version}: {store.last_error}")
         return Response(
             ReadyResponse(
-                ready=True, bundle_version=state.version, detail="; ".join(notes) or None, store=store
+                ready=True,
+                bundle_version=state.version,
+                detail="; ".join(notes) or None,
+                store=store,
+                worker=os.getpid(),
             ),
             status_code=HTTP_200_OK,
         )

@@ -50,6 +50,7 @@ class Server:
         port: int | None = None,
         log_level: str = "warning",
         poll_s: float = POLL_S,
+        workers: int = 1,
     ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -79,6 +80,8 @@ class Server:
                 str(poll_s),
                 "--log-level",
                 log_level,
+                "--workers",
+                str(workers),
             ],
             cwd=ROOT,
             env=full_env,

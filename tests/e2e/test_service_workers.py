@@ -1,0 +1,73 @@
+"""``relevance serve --workers 2``: one SO_REUSEPORT socket per worker process. Connections spread over
+both workers, a worker that dies is replaced while the other keeps answering, SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import pytest
+
+from e2e.bundle_fixture import publish_bundle, trained_model
+from e2e.service_process import Server, wait_for
+from relevance_core.storage import LocalStore
+
+pytestmark = pytest.mark.e2e
+
+
+def workers_answering(url: str, tries: int = 40) -> set[int]:
+    """Worker pids seen over ``tries`` fresh connections (each goes to one listening socket)."""
+    seen = set()
+    for _ in range(tries):
+        r = httpx.get(f"{url}/readyz", timeout=10)
+        if r.status_code == 200:
+            seen.add(r.json()["worker"])
+    return seen
+
+
+def two_workers(url: str, without: int | None = None) -> set[int] | None:
+    seen = workers_answering(url)
+    return seen if len(seen) == 2 and without not in seen else None
+
+
+def test_two_workers_share_connections_survive_a_worker_kill_and_stop_cleanly(tmp_path):
+    trained_model(0, root=tmp_path / "models")
+    store = LocalStore(tmp_path / "home")
+    publish_bundle(store, 0)
+    srv = Server(store.root, tmp_path / "server.log", workers=2)
+    try:
+        srv.wait_ready()
+        first = wait_for(lambda: two_workers(srv.url), timeout=120)
+        assert srv.proc.pid not in first  # the supervisor does not serve, its workers do
+        # 64 keep-alive clients: the kernel spreads their connections over both workers' sockets
+        per_worker: dict[int, int] = {}
+        clients = [httpx.Client(base_url=srv.url, timeout=10) for _ in range(64)]
+        try:
+            for c in clients:
+                w = c.get("/readyz").json()["worker"]
+                per_worker[w] = per_worker.get(w, 0) + 1
+                assert c.get("/readyz").json()["worker"] == w  # a keep-alive connection stays on its worker
+        finally:
+            for c in clients:
+                c.close()
+        assert set(per_worker) == first and min(per_worker.values()) >= 12, per_worker
+        # a worker dies: requests keep being answered by the other, and a replacement starts
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        # connections already queued on the dead worker's own socket are reset with it (the price of
+        # per-worker sockets); once it is gone every new connection goes to the live worker
+        wait_for(lambda: f"worker {victim} exited" in srv.log_path.read_text(), timeout=30)
+        for _ in range(20):
+            assert (
+                httpx.post(f"{srv.url}/v1/recommendations", json={"history": []}, timeout=10).status_code
+                == 200
+            )
+        later = wait_for(lambda: two_workers(srv.url, without=victim), timeout=120)
+        assert len(later - first) == 1
+    finally:
+        srv.stop()
+    assert srv.proc.returncode == 0, srv.log_path.read_text()[-2000:]
+    for pid in first | later:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
