@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 
 log = logging.getLogger("relevance.serve")
@@ -61,7 +62,8 @@ def run(args) -> int:
         os.environ["RELEVANCE_POLL_INTERVAL_S"] = str(args.poll_interval)
     # fail here, with the reason, rather than in every worker
     ServiceSettings.from_env().check_startable()
-    if args.workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+    # Linux balances SO_REUSEPORT listeners; macOS/BSD hand every connection to one of them
+    if args.workers > 1 and sys.platform.startswith("linux"):
         return _run_workers(args)
     uvicorn.run(host=args.host, port=args.port, workers=args.workers, **_uvicorn_config(args))
     return 0
