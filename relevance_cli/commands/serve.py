@@ -78,11 +78,17 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(args) -> None:
+def _worker(args, parent: int) -> None:
     """One worker process: its own socket on the shared port; asyncio starts listening on it only
     after the app's lifespan (the bundle load) has finished."""
+    import ctypes
+
     import uvicorn
 
+    # die with the supervisor: a SIGKILLed supervisor must not leave workers serving on the port
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before the line above took effect
+        return
     sock = _reuseport_socket(args.host, args.port)
     uvicorn.Server(uvicorn.Config(**_uvicorn_config(args))).run(sockets=[sock])
 
@@ -105,7 +111,7 @@ def _run_workers(args) -> int:
     signal.signal(signal.SIGTERM, stop)
     procs = []
     for _ in range(args.workers):
-        p = ctx.Process(target=_worker, args=(args,), daemon=False)
+        p = ctx.Process(target=_worker, args=(args, os.getpid()), daemon=False)
         p.start()
         procs.append(p)
     log.info("started %d workers on %s:%d (SO_REUSEPORT)", args.workers, args.host, args.port)
@@ -122,7 +128,7 @@ def _run_workers(args) -> int:
                 stopping = True
                 break
             log.warning("worker %d exited with code %s; starting a new one", p.pid, p.exitcode)
-            procs[i] = ctx.Process(target=_worker, args=(args,), daemon=False)
+            procs[i] = ctx.Process(target=_worker, args=(args, os.getpid()), daemon=False)
             procs[i].start()
     for p in procs:
         if p.is_alive():

@@ -1,5 +1,6 @@
 """``relevance serve --workers 2``: one SO_REUSEPORT socket per worker process. Connections spread over
-both workers, a worker that dies is replaced while the other keeps answering, SIGTERM stops them all."""
+both workers, a worker that dies is replaced while the other keeps answering, SIGTERM stops them all,
+and a SIGKILLed supervisor leaves no worker behind."""
 
 from __future__ import annotations
 
@@ -68,6 +69,25 @@ def test_two_workers_share_connections_survive_a_worker_kill_and_stop_cleanly(tm
     finally:
         srv.stop()
     assert srv.proc.returncode == 0, srv.log_path.read_text()[-2000:]
-    for pid in first | later:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    assert not any(alive(pid) for pid in first | later)
+
+    # a SIGKILLed supervisor takes its workers with it (no orphan keeps serving on the port)
+    srv2 = Server(store.root, tmp_path / "server2.log", workers=2)
+    try:
+        srv2.wait_ready()
+        orphans = wait_for(lambda: two_workers(srv2.url), timeout=120)
+        os.kill(srv2.proc.pid, signal.SIGKILL)
+        srv2.proc.wait(timeout=30)
+        wait_for(lambda: not any(alive(pid) for pid in orphans), timeout=30)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{srv2.url}/readyz", timeout=5)
+    finally:
+        srv2.kill()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
