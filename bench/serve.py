@@ -197,6 +197,8 @@ def start_server(
     home: Path, port: int, workers: int, log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
     """``relevance serve`` on 127.0.0.1 in its own process; ``env`` adds or overrides ``RELEVANCE_*``."""
+    from relevance_cli.commands.serve import serve_argv
+
     env = {
         **os.environ,
         "RELEVANCE_HOME": str(home),
@@ -208,20 +210,7 @@ def start_server(
     }
     log = open(log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "relevance_cli.main",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
+        serve_argv(port, workers=workers),
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -37,6 +37,22 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def serve_argv(
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    workers: int = 1,
+    log_level: str = "warning",
+    poll_interval: float | None = None,
+) -> list[str]:
+    """The command line that starts ``relevance serve`` in a child process (benchmarks, e2e tests)."""
+    argv = [sys.executable, "-m", "relevance_cli.main", "serve", "--host", host, "--port", str(port)]
+    argv += ["--workers", str(workers), "--log-level", log_level]
+    if poll_interval is not None:
+        argv += ["--poll-interval", str(poll_interval)]
+    return argv
+
+
 def _uvicorn_config(args) -> dict:
     return {
         "app": "relevance_service.app:create_app",

@@ -7,11 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from relevance_cli.commands.serve import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-token"
@@ -67,22 +68,7 @@ class Server:
         }
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relevance_cli.main",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--poll-interval",
-                str(poll_s),
-                "--log-level",
-                log_level,
-                "--workers",
-                str(workers),
-            ],
+            serve_argv(self.port, workers=workers, log_level=log_level, poll_interval=poll_s),
             cwd=ROOT,
             env=full_env,
             stdout=self.log,
