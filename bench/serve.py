@@ -262,6 +262,18 @@ def drain(url: str, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
+def bundle_item_ids(home: Path) -> list[str]:
+    """The item ids of the bundle ``LATEST`` names in the local store at ``home``."""
+    import pyarrow.parquet as pq
+
+    from relevance_core import bundle as B
+    from relevance_core.storage import LocalStore
+
+    store = LocalStore(home)
+    bdir = store.local_dir(B.bundle_key(B.latest_version(store)))
+    return pq.read_table(bdir / B.ITEM_IDS).column("item_id").to_pylist()
+
+
 def user_histories(item_ids: list[str], n_users: int, seed: int) -> dict[str, list[str]]:
     rng = random.Random(seed)
     return {f"bench-user-{u}": rng.sample(item_ids, 10) for u in range(n_users)}
@@ -512,14 +524,7 @@ def run(args) -> dict[str, Any]:
     t0 = time.perf_counter()
     home, build = ensure_bundle(work, args.items, args.rebuild, args.seed)
     print(f"bundle ready in {time.perf_counter() - t0:.1f}s: {build}", file=sys.stderr)
-    import pyarrow.parquet as pq
-
-    from relevance_core import bundle as B
-    from relevance_core.storage import LocalStore
-
-    store = LocalStore(home)
-    bdir = store.local_dir(B.bundle_key(B.latest_version(store)))
-    ids = pq.read_table(bdir / B.ITEM_IDS).column("item_id").to_pylist()
+    ids = bundle_item_ids(home)
     histories = user_histories(ids, args.users, args.seed)
     del ids
     # user state lives in each worker's memory (a shared store such as Redis would serve several), so with

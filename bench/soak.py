@@ -46,7 +46,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.serve import TOKEN, _rss_mb, build_bundle, free_port, seed_users, user_histories, wait_ready
+from bench.serve import (
+    TOKEN,
+    _rss_mb,
+    build_bundle,
+    bundle_item_ids,
+    free_port,
+    seed_users,
+    user_histories,
+    wait_ready,
+)
 from bench.serve import start_server as serve_process
 
 MAX_IN_FLIGHT = 512
@@ -364,7 +373,6 @@ def summarise(res: dict[str, Any], rss: list[tuple[float, float]], window: float
 # -- entry point ---------------------------------------------------------------------------------------------------
 def run(args) -> dict[str, Any]:
     import httpx
-    import pyarrow.parquet as pq
 
     from relevance_core import bundle as B
     from relevance_core.storage import LocalStore
@@ -374,9 +382,8 @@ def run(args) -> dict[str, Any]:
     t_build = time.perf_counter()
     home, build = ensure_home(work, args.items, args.rebuild, args.seed)
     print(f"bundle ready in {time.perf_counter() - t_build:.1f}s: {build}", file=sys.stderr)
-    store = LocalStore(home)
-    first = B.latest_version(store)
-    ids = pq.read_table(store.local_dir(B.bundle_key(first)) / B.ITEM_IDS).column("item_id").to_pylist()
+    first = B.latest_version(LocalStore(home))
+    ids = bundle_item_ids(home)
     histories = user_histories(ids, args.users, args.seed)
     duration = args.minutes * 60.0
     plan = {
