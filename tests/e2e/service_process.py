@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
+from bench.serve import free_port
 from relevance_cli.commands.serve import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,20 +20,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 POLL_S = 0.2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout: float = 30.0, step: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for(pred, timeout: float = 30.0, step: float = 0.05, what: str = "the condition"):
+    """``pred()``'s first truthy value, polling every ``step`` s; an AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         v = pred()
         if v:
             return v
         time.sleep(step)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Server:

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from e2e.service_process import free_port
+from e2e.service_process import free_port, wait_for
 from relevance_assets.freshness_state import read_freshness_states
 from relevance_core.storage import LocalStore
 
@@ -27,16 +26,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _wait(predicate, timeout: float, what: str, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture()
@@ -110,7 +99,7 @@ telemetry:
             return False
 
     try:
-        _wait(ready, 180, "dagster-webserver to answer")
+        wait_for(ready, 180, step=2.0, what="dagster-webserver to answer")
         yield {
             "port": port,
             "home": home,
@@ -155,19 +144,20 @@ def test_graphql_launch_freshness_and_landing_sensor(dagster_stack):
         status = client.get_run_status(run_id)
         return status if status.value in ("SUCCESS", "FAILURE", "CANCELED") else None
 
-    status = _wait(finished, 420, "the GraphQL-launched run to finish", interval=3)
+    status = wait_for(finished, 420, step=3, what="the GraphQL-launched run to finish")
     assert status.value == "SUCCESS", (dagster_stack["logs"] / "daemon.log").read_text()[-4000:]
     assert store.dir_exists(f"lake/raw_events/date={first_day}")
     assert store.dir_exists(f"lake/training_pairs/date={first_day}")
 
     keys = [dg.AssetKey("raw_events"), dg.AssetKey("sessions"), dg.AssetKey("training_pairs")]
     with _instance(dagster_home) as instance:
-        states = _wait(
+        states = wait_for(
             lambda: (
                 (s := read_freshness_states(instance, keys)) and all(v == "PASS" for v in s.values()) and s
             ),
             120,
-            "freshness to turn PASS",
+            step=2.0,
+            what="freshness to turn PASS",
         )
     assert set(states.values()) == {"PASS"}
 
@@ -187,13 +177,13 @@ def test_graphql_launch_freshness_and_landing_sensor(dagster_stack):
             )
             return runs[0] if runs else None
 
-        run = _wait(sensor_run, 240, "the landing sensor to launch the new day's run", interval=3)
+        run = wait_for(sensor_run, 240, step=3, what="the landing sensor to launch the new day's run")
         assert run.job_name == "ingest_day"
 
         def done():
             r = instance.get_run_by_id(run.run_id)
             return r if r.is_finished else None
 
-        finished_run = _wait(done, 900, "the sensor's run to finish", interval=3)
+        finished_run = wait_for(done, 900, step=3, what="the sensor's run to finish")
         assert finished_run.status == dg.DagsterRunStatus.SUCCESS
     assert store.dir_exists(f"lake/raw_events/date={new_day}")
