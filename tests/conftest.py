@@ -21,6 +21,15 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def model(tmp_path_factory):
+    """The tiny trained two-tower model the service tests publish bundles from (trained once per process
+    by ``e2e.bundle_fixture.trained_model``)."""
+    from e2e.bundle_fixture import trained_model
+
+    return trained_model(0, root=tmp_path_factory.mktemp("models"))
+
+
 @pytest.fixture()
 def store(tmp_path):
     from relevance_core.storage import LocalStore

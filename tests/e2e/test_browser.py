@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from e2e.browser import chromium, screenshot
-from e2e.bundle_fixture import assemble, trained_model
+from e2e.bundle_fixture import assemble
 from e2e.service_process import Server, free_port
 from relevance_core import bundle as B
 from relevance_core.storage import LocalStore
@@ -61,11 +61,6 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> No
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return trained_model(0, root=tmp_path_factory.mktemp("models"))
-
-
 @pytest.fixture(scope="module")
 def metrics(model) -> dict[str, float]:
     """Evaluation metrics for the manifest: the model's own validation numbers from its training run, so

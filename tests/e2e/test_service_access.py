@@ -9,18 +9,13 @@ import re
 import httpx
 import pytest
 
-from e2e.bundle_fixture import publish_bundle, trained_model
+from e2e.bundle_fixture import publish_bundle
 from e2e.service_process import AUTH, TOKEN, Server
 from relevance_core.storage import LocalStore
 
 pytestmark = pytest.mark.e2e
 
 LIMIT = 20  # per minute: a window no slow machine can straddle more than once in this test
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return trained_model(0, root=tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

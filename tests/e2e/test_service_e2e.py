@@ -15,16 +15,11 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-from e2e.bundle_fixture import publish_bundle, publish_corrupt, trained_model
+from e2e.bundle_fixture import publish_bundle, publish_corrupt
 from e2e.service_process import AUTH, Server, wait_for
 from relevance_core.storage import LocalStore
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return trained_model(0, root=tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

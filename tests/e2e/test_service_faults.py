@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e.bundle_fixture import publish_bundle, trained_model
+from e2e.bundle_fixture import publish_bundle
 from e2e.service_process import AUTH, Server, wait_for
 from relevance_core import bundle as B
 from relevance_core.storage import S3Store
@@ -144,11 +144,6 @@ def _close(s: socket.socket) -> None:
     except OSError:
         pass
     s.close()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return trained_model(0, root=tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import signal
 import httpx
 import pytest
 
-from e2e.bundle_fixture import publish_bundle, trained_model
+from e2e.bundle_fixture import publish_bundle
 from e2e.service_process import Server, wait_for
 from relevance_core.storage import LocalStore
 
@@ -32,8 +32,7 @@ def two_workers(url: str, without: int | None = None) -> set[int] | None:
     return seen if len(seen) == 2 and without not in seen else None
 
 
-def test_two_workers_share_connections_survive_a_worker_kill_and_stop_cleanly(tmp_path):
-    trained_model(0, root=tmp_path / "models")
+def test_two_workers_share_connections_survive_a_worker_kill_and_stop_cleanly(model, tmp_path):
     store = LocalStore(tmp_path / "home")
     publish_bundle(store, 0)
     srv = Server(store.root, tmp_path / "server.log", workers=2)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e.bundle_fixture import publish_bundle, publish_corrupt, trained_model
+from e2e.bundle_fixture import publish_bundle, publish_corrupt
 from litestar.testing import TestClient
 
 from relevance_core.storage import LocalStore
@@ -18,11 +18,6 @@ from relevance_service.settings import ServiceSettings, SettingsError
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return trained_model(0, root=tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture()
