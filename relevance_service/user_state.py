@@ -52,8 +52,10 @@ class UserStateStore(ABC):
         """The user's unexpired history, oldest first (empty for unknown users)."""
 
     @abstractmethod
-    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> None:
-        """Add interactions (any order; kept sorted by time) and drop the oldest beyond ``max_len``."""
+    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> int:
+        """Add interactions (any order; kept sorted by time) and drop the oldest beyond ``max_len``.
+        Returns how many of ``entries`` were recent enough to store (entries older than the TTL never are).
+        """
 
     @abstractmethod
     def delete(self, user_id: str) -> bool:
@@ -94,11 +96,11 @@ class InMemoryUserState(UserStateStore):
             self._users.move_to_end(user_id)
             return list(q)
 
-    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> None:
+    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - self.ttl_s
         new = [e for e in entries if e.ts >= cutoff]
         if not new:
-            return
+            return 0
         with self._lock:
             q = self._users.get(user_id)
             if q is None:
@@ -116,6 +118,7 @@ class InMemoryUserState(UserStateStore):
                 q.popleft()
             while len(self._users) > self.max_users:
                 self._users.popitem(last=False)
+        return len(new)
 
     def delete(self, user_id: str) -> bool:
         with self._lock:
@@ -149,17 +152,18 @@ class RedisUserState(UserStateStore):
         entries = [HistoryEntry(*self._dec.decode(r)) for r in raw]
         return sorted((e for e in entries if e.ts >= cutoff), key=lambda e: e.ts)
 
-    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> None:
+    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - self.ttl_s
         new = sorted((e for e in entries if e.ts >= cutoff), key=lambda e: e.ts)
         if not new:
-            return
+            return 0
         key = self.prefix + user_id
         pipe = self.client.pipeline()
         pipe.rpush(key, *[self._enc.encode((e.item_id, e.event_type, e.ts)) for e in new])
         pipe.ltrim(key, -self.max_len, -1)
         pipe.expire(key, int(self.ttl_s))
         pipe.execute()
+        return len(new)
 
     def delete(self, user_id: str) -> bool:
         return bool(self.client.delete(self.prefix + user_id))
@@ -184,7 +188,6 @@ def seed_from_lake(
     except Exception as e:  # an unreachable store must not stop the service from starting
         log.warning("user state: cannot list %s: %s", table_key, e)
         return 0
-    seeded: set[str] = set()
     per_user: dict[str, list[HistoryEntry]] = {}
     for part in sorted(partitions)[-days:]:
         try:
@@ -205,17 +208,11 @@ def seed_from_lake(
                     )
         except Exception as e:
             log.warning("user state: skipping sessions partition %s: %s", part, e)
-    cutoff = time.time() - state.ttl_s
-    expired = 0
-    for uid, entries in per_user.items():
-        if max(e.ts for e in entries) < cutoff:
-            expired += 1  # the store would drop every entry: not a seeded user
-            continue
-        state.append(uid, entries)  # entries older than the TTL are dropped here, as on any write
-        seeded.add(uid)
-    log.info(
-        "user state: seeded %d users from %d sessions partitions", len(seeded), min(days, len(partitions))
-    )
+    # entries older than the TTL are dropped by the store, as on any write; a user with none left is
+    # not seeded
+    seeded = sum(1 for uid, entries in per_user.items() if state.append(uid, entries))
+    expired = len(per_user) - seeded
+    log.info("user state: seeded %d users from %d sessions partitions", seeded, min(days, len(partitions)))
     if expired:
         # replayed or historical data (the demo's generated January) is older than the TTL: say so, or
         # every lake user silently gets the popular fallback
@@ -225,4 +222,4 @@ def seed_from_lake(
             expired,
             state.ttl_s,
         )
-    return len(seeded)
+    return seeded
