@@ -31,6 +31,9 @@ def test_factory_by_catalog_size():
     assert I.choose_factory(1_000_000, 64) == "IVF4096,PQ64x4fs,RFlat"
     assert I.choose_factory(1_000_000, 128) == "IVF4096,PQ64x4fs,RFlat"
     assert I.choose_factory(1_000_000, 48) == "IVF4096,PQ48x4fs,RFlat"
+    # PQ needs equal parts: 96 → 48 codes of 2 dims, 200 → 50 of 4 (dim // (dim // 64) = 66 does not divide)
+    assert I.choose_factory(1_000_000, 96) == "IVF4096,PQ48x4fs,RFlat"
+    assert I.choose_factory(1_000_000, 200) == "IVF4096,PQ50x4fs,RFlat"
     assert I.choose_factory(I.HNSW_QUANTIZER_ABOVE + 1, 64).startswith("IVF8192_HNSW32,PQ64x4fs")
     # never fewer than 39 training points per list
     assert I._nlist_for(2_000) * 39 <= 2_000
