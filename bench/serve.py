@@ -476,7 +476,7 @@ def run_client(port: int, paths: list[bytes], mode: str, args) -> dict[str, Any]
             args.duration,
             args.warmup,
             args.concurrency,
-            getattr(args, "connections", 32),
+            args.connections,
         ),
     )
     p.start()
