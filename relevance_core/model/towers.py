@@ -166,10 +166,13 @@ class UserTower(nn.Module):
         super().__init__()
         if encoder not in ("transformer", "mean"):
             raise ValueError(f"encoder must be 'transformer' or 'mean', not {encoder!r}")
-        if readout not in ("query", "query+last"):
-            raise ValueError(f"readout must be 'query' or 'query+last', not {readout!r}")
+        if readout not in ("query", "query+last", "items"):
+            raise ValueError(f"readout must be 'query', 'query+last' or 'items', not {readout!r}")
+        if readout == "items" and encoder != "transformer":
+            raise ValueError("readout 'items' needs the transformer encoder")
         self.use_transformer = encoder == "transformer"
         self.add_last = readout == "query+last"
+        self.item_readout = readout == "items"
         self.max_len = max_len
         self.item_proj = nn.Linear(dim, hidden)
         self.event_emb = nn.Embedding(N_EVENT_CODES, hidden, padding_idx=0)
@@ -187,6 +190,18 @@ class UserTower(nn.Module):
         )
         self.ln_f = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, dim)
+        # readout "items": the query token attends over the history's output tokens and the user vector is
+        # that weighted mix of the history's own item vectors (CORE, Hou et al. 2022), so users and items
+        # live in one space and an item already in the history scores high (a fifth of DIGINETICA's next
+        # clicks are repeats); a residual term, gated from 0, lets it move away from them. Other readouts
+        # get parameter-free stand-ins (TorchScript compiles every branch; old checkpoints still load).
+        self.ro_q = nn.Linear(hidden, hidden) if self.item_readout else nn.Identity()
+        self.ro_k = nn.Linear(hidden, hidden) if self.item_readout else nn.Identity()
+        if self.item_readout:
+            self.ro_gate = nn.Parameter(torch.zeros(1))
+        else:
+            self.register_buffer("ro_gate", torch.zeros(1), persistent=False)
+        self.ro_scale = 1.0 / math.sqrt(hidden)
         # Small context embeddings and unit-variance item inputs: with default N(0, 1) embeddings the event,
         # recency and position terms drown the (unit-norm, so ~1/sqrt(D) per entry) item vectors, every
         # user starts out identical and training sits on a log(N) plateau before it finds the items.
@@ -233,6 +248,13 @@ class UserTower(nn.Module):
             for block in self.blocks:
                 seq = block(seq, allowed)
             h = seq[:, -1]
+            if self.item_readout:
+                tokens = self.ln_f(seq[:, :L])
+                logits = (self.ro_k(tokens) @ self.ro_q(self.ln_f(h)).unsqueeze(-1)).squeeze(-1)
+                logits = (logits.float() * self.ro_scale).masked_fill(~valid, -1e9)  # fp32: bf16-safe
+                weights = torch.softmax(logits, dim=-1).to(hist_vecs.dtype) * valid.to(hist_vecs.dtype)
+                mix = (weights.unsqueeze(-1) * hist_vecs).sum(1)
+                return F.normalize(mix + self.ro_gate * self.out(self.ln_f(h)), dim=-1)
             if self.add_last:
                 # the most recent interaction's own output token (SASRec's readout): its residual stream
                 # still carries that item's vector, which the query token only sees through attention

@@ -141,8 +141,16 @@ def test_user_tower_ignores_padding_and_handles_empty_histories(encoder):
 
 def test_exported_towers_match_eager(tmp_path):
     enc = _encoder()
-    for encoder, readout in (("transformer", "query"), ("mean", "query"), ("transformer", "query+last")):
+    for encoder, readout in (
+        ("transformer", "query"),
+        ("mean", "query"),
+        ("transformer", "query+last"),
+        ("transformer", "items"),
+    ):
         m = _model(enc, SMALL.replace(encoder=encoder, readout=readout))
+        if readout == "items":
+            with torch.no_grad():
+                m.user_tower.ro_gate.fill_(0.5)  # exercise both terms, not only the fresh mix
         paths = export_towers(m, tmp_path / f"{encoder}-{readout}")
         assert check_parity(m, paths["user_tower"], paths["item_tower"], atol=1e-5) <= 1e-5
         user, item = load_towers(tmp_path / f"{encoder}-{readout}")
@@ -203,3 +211,29 @@ def test_query_plus_last_readout_reads_the_most_recent_item_token():
     assert torch.allclose(ua[1], ub[1], atol=1e-6)  # empty history: nothing to add
     with pytest.raises(ValueError, match="readout"):
         TwoTower(SMALL.replace(readout="last"), enc.sizes())
+
+
+def test_items_readout_mixes_the_historys_own_item_vectors():
+    """Readout "items" with its residual gate still at 0 (as trained from): the user vector is a convex
+    mix of the history's item vectors, so one item alone gives exactly that item's vector and an empty
+    history gives a finite (zero) vector, not NaN; opening the gate moves the user off the items."""
+    enc = _encoder()
+    m = _model(enc, SMALL.replace(readout="items")).eval()
+    items = m.all_item_vectors()
+    one = enc.encode_histories([[("i3", "view", 10.0)]], 6)
+    row = int(one[0][0, -1])
+    with torch.no_grad():
+        u = m.user_vectors(*one)[0]
+        assert torch.allclose(u, items[row], atol=1e-5)
+        two = enc.encode_histories([[("i1", "view", 100.0), ("i7", "click", 5.0)], []], 6)
+        u2 = m.user_vectors(*two)
+        assert torch.isfinite(u2).all() and float(u2[1].norm()) == 0.0
+        r1, r7 = int(two[0][0, -2]), int(two[0][0, -1])
+        # inside the cone of the two item vectors: no other direction is mixed in
+        basis = torch.stack([items[r1], items[r7]])
+        coef = torch.linalg.lstsq(basis.T, u2[0].unsqueeze(-1)).solution.squeeze(-1)
+        assert torch.allclose(basis.T @ coef, u2[0], atol=1e-5) and (coef > 0).all()
+        m.user_tower.ro_gate.fill_(1.0)
+        assert not torch.allclose(m.user_vectors(*one)[0], items[row], atol=1e-3)
+    with pytest.raises(ValueError, match="transformer"):
+        TwoTower(SMALL.replace(readout="items", encoder="mean"), enc.sizes())
