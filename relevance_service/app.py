@@ -112,6 +112,17 @@ class Service:
         self.metrics.live_items.set(len(state.overlay.data))
         settle_gc()
 
+    @property
+    def seed_running(self) -> bool:
+        return self._seed_task is not None and not self._seed_task.done()
+
+    def seeding_for(self) -> float | None:
+        """Seconds seeding has run while it still runs and /readyz should wait for it, else None."""
+        if not self.seed_running:
+            return None
+        running = time.time() - self.started_at
+        return running if running < self.settings.seed_ready_timeout_s else None
+
     async def _seed(self) -> None:
         s = self.settings
         try:

@@ -95,6 +95,9 @@ class ServiceSettings:
     seed_from_lake: bool = True
     seed_days: int = 7
     seed_max_users: int = 200_000
+    #: /readyz answers 503 while seeding runs (a replica that answers a returning user with "popular"
+    #: is not ready), but no longer than this: a slow lake must not keep every replica out for good
+    seed_ready_timeout_s: float = 120.0
     # -- landing writes (impressions, live events, live listings) ----------------------------------
     impressions_enabled: bool = True
     landing_flush_s: float = 2.0

@@ -22,7 +22,8 @@ class HealthController(Controller):
 
     @get("/readyz", summary="Readiness", responses=None)
     async def readyz(self, svc: Service) -> Response[ReadyResponse]:
-        """200 only while a bundle is loaded; 503 otherwise (keep the replica out of the load balancer)."""
+        """200 once a bundle is loaded and the user state is seeded from the lake (or seeding ran past
+        ``seed_ready_timeout_s``); 503 before (keep the replica out of the load balancer)."""
         state = svc.serving
         store = store_status(svc)
         if state is None:
@@ -30,7 +31,16 @@ class HealthController(Controller):
                 ReadyResponse(ready=False, detail=svc.reloader.last_error or "no bundle loaded", store=store),
                 status_code=HTTP_503_SERVICE_UNAVAILABLE,
             )
+        seeding = svc.seeding_for()
+        if seeding is not None:
+            detail = f"seeding user state from the lake ({seeding:.0f}s so far)"
+            return Response(
+                ReadyResponse(ready=False, bundle_version=state.version, detail=detail, store=store),
+                status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            )
         notes = [svc.reloader.fallback] if svc.reloader.fallback else []
+        if svc.seed_running:
+            notes.append("user state still seeding from the lake (past seed_ready_timeout_s)")
         if store.reachable is False:
             notes.append(f"artifact store unreachable, serving {state.version}: {store.last_error}")
         return Response(

@@ -70,6 +70,37 @@ def post_events(client, user: str, items: list[str], ev: str = "view"):
 
 
 # -- health, bundle, docs -------------------------------------------------------------------------------------
+def test_not_ready_until_user_state_is_seeded(home, monkeypatch):
+    """A replica that would answer a returning user with "popular" is not ready: /readyz waits for the
+    lake seeding (held open here), then says ready; past ``seed_ready_timeout_s`` it stops waiting."""
+    import threading
+
+    import relevance_service.app as app_module
+
+    release = threading.Event()
+
+    def slow_seed(state, store, **kwargs):
+        assert release.wait(30), "the test never released the seeding"
+        return 3
+
+    monkeypatch.setattr(app_module, "seed_from_lake", slow_seed)
+    with TestClient(app=create_app(settings_for(home, seed_from_lake=True))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "seeding user state" in r.json()["detail"], r.text
+        assert r.json()["bundle_version"]  # the bundle is loaded; only the state is missing
+        release.set()
+        deadline = time.monotonic() + 10
+        while (r := c.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.status_code == 200 and r.json()["detail"] is None, r.text
+        assert c.app.state["service"].seeded_users == 3
+    release.clear()
+    with TestClient(app=create_app(settings_for(home, seed_from_lake=True, seed_ready_timeout_s=0))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 200 and "still seeding" in r.json()["detail"], r.text
+        release.set()
+
+
 def test_serving_bundle_is_out_of_the_cyclic_gcs_reach(home):
     # a full collection used to walk every object of the loaded bundle (~210 ms stalls at 1M items);
     # after the swap the bundle's objects are frozen, and garbage cycles from before the swap are gone
