@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--factory", action="append", default=None, help="extra ANN factory strings to compare"
     )
     parser.add_argument("--crossover", action="store_true", help="also measure the Flat/ANN crossover size")
+    parser.add_argument(
+        "--readout",
+        default=None,
+        help="user tower readout of the model behind the vectors (default: the product's default)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=None, help="directory to cache embeddings + queries between runs")
 
@@ -100,6 +105,7 @@ def make_vectors(args, t0: float):
         max_val_examples=2_000,
         progress_bar=False,
         seed=args.seed,
+        **({"readout": args.readout} if getattr(args, "readout", None) else {}),
     )
     # Train on a subset of the catalog (items with events + a sample): validation scores every known item
     # each epoch, which over 1M rows dominates a quick run. The other items are embedded afterwards from
@@ -124,7 +130,11 @@ def make_vectors(args, t0: float):
     q = retr.user_vectors(
         held["hist_item_ids"].tolist(), held["hist_event_types"].tolist(), held["hist_age_s"].tolist()
     )
-    info = {"pairs": pairs.num_rows, "train_metrics": {k: v for k, v in result.metrics.items() if "hr" in k}}
+    info = {
+        "pairs": pairs.num_rows,
+        "readout": mcfg.readout,
+        "train_metrics": {k: v for k, v in result.metrics.items() if "hr" in k},
+    }
     return ids, emb, np.asarray(q, dtype=np.float32), info
 
 
