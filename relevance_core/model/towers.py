@@ -168,11 +168,10 @@ class UserTower(nn.Module):
             raise ValueError(f"encoder must be 'transformer' or 'mean', not {encoder!r}")
         if readout not in ("query", "query+last", "items"):
             raise ValueError(f"readout must be 'query', 'query+last' or 'items', not {readout!r}")
-        if readout == "items" and encoder != "transformer":
-            raise ValueError("readout 'items' needs the transformer encoder")
         self.use_transformer = encoder == "transformer"
+        # readouts read the transformer's tokens; mean pooling has none and ignores the setting
         self.add_last = readout == "query+last"
-        self.item_readout = readout == "items"
+        self.item_readout = readout == "items" and self.use_transformer
         self.max_len = max_len
         self.item_proj = nn.Linear(dim, hidden)
         self.event_emb = nn.Embedding(N_EVENT_CODES, hidden, padding_idx=0)

@@ -235,5 +235,6 @@ def test_items_readout_mixes_the_historys_own_item_vectors():
         assert torch.allclose(basis.T @ coef, u2[0], atol=1e-5) and (coef > 0).all()
         m.user_tower.ro_gate.fill_(1.0)
         assert not torch.allclose(m.user_vectors(*one)[0], items[row], atol=1e-3)
-    with pytest.raises(ValueError, match="transformer"):
-        TwoTower(SMALL.replace(readout="items", encoder="mean"), enc.sizes())
+    # mean pooling has no tokens to attend over: the readout setting does not apply to it
+    mean = _model(enc, SMALL.replace(readout="items", encoder="mean"))
+    assert not mean.user_tower.item_readout and "ro_gate" not in dict(mean.named_parameters())

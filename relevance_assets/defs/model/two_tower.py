@@ -29,7 +29,7 @@ class TwoTowerModelConfig(dg.Config):
     hidden: int = 64
     history_length: int = 20
     encoder: str = "transformer"
-    readout: str = "query"
+    readout: str = "items"
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.1
