@@ -73,6 +73,13 @@ def test_ivf_recall_vs_exact_meets_bar_on_held_out_queries():
     assert held_out >= I.RECALL_TARGET - 0.01
     # the knob matters: a single probe loses recall, so the tuned value is doing real work
     assert I.measure_recall(idx, x, q[200:], k=100, nprobe=1) < held_out - 0.1
+    # and it is the narrowest that does: the grid step below it was bisected, and every breadth tried
+    # that is narrower missed the target (so the index is not searched wider than needed)
+    value = tuned["search_params"]["nprobe"]
+    narrower = [(v, r) for v, r in tuned["tried"] if v < value]
+    assert narrower and all(r < I.RECALL_TARGET for _, r in narrower)
+    gap = value - max(v for v, _ in narrower)
+    assert gap <= max(1, max(v for v, _ in narrower) // 16), tuned["tried"]
 
 
 def test_fast_scan_pq_with_exact_rerank_tunes_saves_and_reloads(tmp_path):
