@@ -117,8 +117,11 @@ class Service:
         return self._seed_task is not None and not self._seed_task.done()
 
     def seeding_for(self) -> float | None:
-        """Seconds seeding has run while it still runs and /readyz should wait for it, else None."""
-        if not self.seed_running:
+        """Seconds seeding has run while it still runs and /readyz should wait for it, else None.
+
+        Not while the artifact store is unreachable: seeding reads the lake there and cannot finish, and
+        a replica that comes back on its last good bundle during an outage must serve, not wait."""
+        if not self.seed_running or self.reloader.store_health.reachable is False:
             return None
         running = time.time() - self.started_at
         return running if running < self.settings.seed_ready_timeout_s else None

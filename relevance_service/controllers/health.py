@@ -40,7 +40,7 @@ class HealthController(Controller):
             )
         notes = [svc.reloader.fallback] if svc.reloader.fallback else []
         if svc.seed_running:
-            notes.append("user state still seeding from the lake (past seed_ready_timeout_s)")
+            notes.append("user state still seeding from the lake")
         if store.reachable is False:
             notes.append(f"artifact store unreachable, serving {state.version}: {store.last_error}")
         return Response(
