@@ -69,6 +69,9 @@ class LandingWriter:
         self._pending = 0
         self._flushing = False
         self._forgotten_in_flight: set[str] = set()  # erased while their rows were being written
+        # records taken by the flush now writing (all, and those from earlier failed writes): they still
+        # count as pending / retrying until written, so "nothing pending" means written, not in flight
+        self._in_flight = (0, 0)
         self.write_failures = 0
         self.last_error: str | None = None
         self._encoder = msgspec.json.Encoder()
@@ -148,12 +151,12 @@ class LandingWriter:
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._pending + self._in_flight[0]
 
     @property
     def retrying(self) -> int:
         """Records whose write failed and that wait for the next flush."""
-        return sum(len(rows) for _, _, rows in self._retry)
+        return sum(len(rows) for _, _, rows in self._retry) + self._in_flight[1]
 
     # -- background side ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -193,14 +196,16 @@ class LandingWriter:
             slates, events, items = self._slates, self._events, self._items
             retry = self._retry
             self._slates, self._events, self._items, self._retry = [], [], [], []
-            self._pending = 0
+            taken, self._pending = self._pending, 0
             if not (slates or events or items or retry):
                 return 0
             self._flushing = True
+            self._in_flight = (taken, sum(len(rows) for _, _, rows in retry))
             try:
                 written, failed = await asyncio.to_thread(self._write, slates, events, items, retry)
             finally:
                 self._flushing = False
+                self._in_flight = (0, 0)
                 gone, self._forgotten_in_flight = self._forgotten_in_flight, set()
             if gone:
                 failed = [
