@@ -105,7 +105,7 @@ def make_vectors(args, t0: float):
         max_val_examples=2_000,
         progress_bar=False,
         seed=args.seed,
-        **({"readout": args.readout} if getattr(args, "readout", None) else {}),
+        **({"readout": args.readout} if args.readout else {}),
     )
     # Train on a subset of the catalog (items with events + a sample): validation scores every known item
     # each epoch, which over 1M rows dominates a quick run. The other items are embedded afterwards from

@@ -248,12 +248,13 @@ class UserTower(nn.Module):
                 seq = block(seq, allowed)
             h = seq[:, -1]
             if self.item_readout:
-                tokens = self.ln_f(seq[:, :L])
-                logits = (self.ro_k(tokens) @ self.ro_q(self.ln_f(h)).unsqueeze(-1)).squeeze(-1)
+                normed = self.ln_f(seq)  # per token: the history's tokens and the query token at once
+                tokens, query = normed[:, :L], normed[:, -1]
+                logits = (self.ro_k(tokens) @ self.ro_q(query).unsqueeze(-1)).squeeze(-1)
                 logits = (logits.float() * self.ro_scale).masked_fill(~valid, -1e9)  # fp32: bf16-safe
                 weights = torch.softmax(logits, dim=-1).to(hist_vecs.dtype) * valid.to(hist_vecs.dtype)
                 mix = (weights.unsqueeze(-1) * hist_vecs).sum(1)
-                return F.normalize(mix + self.ro_gate * self.out(self.ln_f(h)), dim=-1)
+                return F.normalize(mix + self.ro_gate * self.out(query), dim=-1)
             if self.add_last:
                 # the most recent interaction's own output token (SASRec's readout): its residual stream
                 # still carries that item's vector, which the query token only sees through attention
