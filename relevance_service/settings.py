@@ -96,7 +96,8 @@ class ServiceSettings:
     seed_days: int = 7
     seed_max_users: int = 200_000
     #: /readyz answers 503 while seeding runs (a replica that answers a returning user with "popular"
-    #: is not ready), but no longer than this: a slow lake must not keep every replica out for good
+    #: is not ready), but no longer than this after start-up: a slow lake must not keep every replica
+    #: out for good
     seed_ready_timeout_s: float = 120.0
     # -- landing writes (impressions, live events, live listings) ----------------------------------
     impressions_enabled: bool = True
