@@ -7,11 +7,13 @@ Why it looks like this:
 - **Index type by catalog size.** Below :data:`FLAT_CROSSOVER` items an exact scan is at least as fast
   as an IVF probe on this kind of machine (measured, see ``docs/benchmarks.md``), so approximate search
   would only cost recall. Above it an IVF index (``nlist ≈ 4·√N``, a power of two) is used. From
-  :data:`FASTSCAN_ABOVE` items the lists hold 4-bit PQ codes scanned with FAISS' SIMD "fast scan" and the
-  best ``k·k_factor`` are re-ranked exactly (``RFlat``): two-tower queries sit away from the item
-  clusters, so a query's top 100 spread over ~10% of the lists and the scan, not the probe count,
-  dominates — 4-bit codes scan several times faster than floats (measured 12.6× vs 5.0× exact search at
-  1M items, recall@100 0.95; docs/benchmarks.md). Any FAISS factory string overrides the choice.
+  :data:`FASTSCAN_ABOVE` items the lists hold 4-bit PQ codes of the residual to their centroid, scanned
+  with FAISS' SIMD "fast scan", and the best ``k·k_factor`` are re-ranked exactly (``RFlat``): two-tower
+  queries sit away from the item clusters, so a query's top 100 spread over ~5% of the catalog and the
+  scan dominates — 4-bit codes scan several times faster than floats. Fast-scan lists are few and long
+  (``nlist ≈ √N/2``): each probed list has a fixed cost, the codes in it are cheap. Measured at 1M items,
+  recall@100 0.95: 41× exact search, against 19× with 4·√N lists and 15× for IVF-Flat
+  (docs/benchmarks.md). Any FAISS factory string overrides the choice.
 - **The search breadth is tuned, not guessed.** After building, :func:`tune_search` picks the smallest
   ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose recall@K against exact search on held-out query vectors
   reaches the target. The chosen value travels with the index (and the bundle manifest).
@@ -44,11 +46,16 @@ ITEM_IDS_FILE = "item_ids.parquet"
 #: with ``relevance bench index --crossover`` (single-query latency of Flat vs. the tuned IVF at
 #: recall@100 ≥ 0.95); see docs/benchmarks.md.
 FLAT_CROSSOVER = 20_000
-#: From this size the IVF lists hold 4-bit fast-scan PQ codes with an exact re-rank (see above).
-FASTSCAN_ABOVE = 200_000
-#: Above this size the coarse quantizer is an HNSW graph (assigning a query to 16k+ lists by brute force
-#: starts to cost as much as scanning them).
-HNSW_QUANTIZER_ABOVE = 5_000_000
+#: From this size the IVF lists hold 4-bit fast-scan PQ codes with an exact re-rank (see above); measured
+#: faster than IVF-Flat at the same recall from 50k items (3.6× vs 3.4× exact search; 12.3× vs 7.3× at 200k).
+FASTSCAN_ABOVE = 50_000
+#: Fast-scan lists per √N. Few, long lists: a fast-scan probe has a fixed cost per list (look-up tables,
+#: result collection) beside its cheap per-code scan, so at 1M items 512 lists probed 25 times beat 4,096
+#: lists probed 208 times for the same recall@100 (41× vs 19× exact search; docs/benchmarks.md).
+FASTSCAN_LISTS_PER_SQRT = 0.5
+#: From this many lists the coarse quantizer is an HNSW graph (assigning a query to 16k+ lists by brute
+#: force starts to cost as much as scanning them).
+HNSW_QUANTIZER_FROM_NLIST = 16_384
 #: Recall@K vs exact that an approximate index must keep (the ``faiss_index`` blocking check's bar).
 RECALL_TARGET = 0.95
 
@@ -62,9 +69,10 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _nlist_for(n: int) -> int:
-    """≈4·√N lists (a power of two), at least 39 training points per list (FAISS warns below that)."""
-    target = 4.0 * math.sqrt(max(n, 1))
+def _nlist_for(n: int, per_sqrt: float = 4.0) -> int:
+    """≈``per_sqrt``·√N lists (a power of two), at least 39 training points per list (FAISS warns below
+    that)."""
+    target = per_sqrt * math.sqrt(max(n, 1))
     nlist = 2 ** max(4, round(math.log2(target)))
     while nlist > 16 and n < 39 * nlist:
         nlist //= 2
@@ -75,14 +83,15 @@ def choose_factory(n_items: int, dim: int, *, crossover: int = FLAT_CROSSOVER) -
     """The FAISS factory string for a catalog of ``n_items`` vectors of dimension ``dim``."""
     if n_items < crossover:
         return "Flat"
-    nlist = _nlist_for(n_items)
     if n_items < FASTSCAN_ABOVE or dim % 2:
-        return f"IVF{nlist},Flat"
-    quantizer = f"IVF{nlist}_HNSW32" if n_items > HNSW_QUANTIZER_ABOVE else f"IVF{nlist}"
+        return f"IVF{_nlist_for(n_items)},Flat"
+    nlist = _nlist_for(n_items, FASTSCAN_LISTS_PER_SQRT)
+    quantizer = f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_FROM_NLIST else f"IVF{nlist}"
     # at most 64 4-bit sub-quantizers (32 bytes of codes): the largest even divisor of dim up to 64 (PQ
-    # splits dim into equal parts; fast scan packs codes in pairs)
+    # splits dim into equal parts; fast scan packs codes in pairs); "fsr": codes of the residual to the
+    # list centroid, finer than codes of the vector itself for the same bytes
     m = max(d for d in range(2, min(dim, 64) + 1, 2) if dim % d == 0)
-    return f"{quantizer},PQ{m}x4fs,RFlat"
+    return f"{quantizer},PQ{m}x4fsr,RFlat"
 
 
 def gpu_available() -> bool:
@@ -165,6 +174,9 @@ class ItemIndex:
     search_params: dict[str, int] = field(default_factory=dict)
     build_s: float = 0.0
     built_on: str = "cpu"
+    _params_cache: dict[tuple[int | None, int | None], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.item_ids = np.asarray(self.item_ids, dtype=object)
@@ -197,7 +209,13 @@ class ItemIndex:
         k = int(min(k, len(self)))
         nprobe = nprobe if nprobe is not None else self.search_params.get("nprobe")
         ef_search = ef_search if ef_search is not None else self.search_params.get("ef_search")
-        params, _keep = search_parameters(self.index, nprobe=nprobe, ef_search=ef_search)
+        cached = self._params_cache.get((nprobe, ef_search))
+        if cached is None:
+            # read-only during a search, so one parameter tree per breadth serves concurrent calls;
+            # building it per call cost ~25 µs, 4% of a tuned 1M-item search
+            cached = search_parameters(self.index, nprobe=nprobe, ef_search=ef_search)
+            self._params_cache[(nprobe, ef_search)] = cached
+        params, _keep = cached
         if params is None:
             scores, rows = self.index.search(q, k)
         else:

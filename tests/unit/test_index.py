@@ -27,14 +27,17 @@ def structured(n: int, nq: int, d: int = 32, seed: int = 0) -> tuple[np.ndarray,
 def test_factory_by_catalog_size():
     assert I.choose_factory(10, 64) == "Flat"
     assert I.choose_factory(I.FLAT_CROSSOVER - 1, 64) == "Flat"
-    assert I.choose_factory(I.FASTSCAN_ABOVE - 1, 64) == "IVF2048,Flat"
-    assert I.choose_factory(1_000_000, 64) == "IVF4096,PQ64x4fs,RFlat"
-    assert I.choose_factory(1_000_000, 128) == "IVF4096,PQ64x4fs,RFlat"
-    assert I.choose_factory(1_000_000, 48) == "IVF4096,PQ48x4fs,RFlat"
+    assert I.choose_factory(I.FASTSCAN_ABOVE - 1, 64) == "IVF1024,Flat"
+    # fast scan: few long lists (√N/2 → 512 at 1M), residual codes, at most 64 of them, exact re-rank
+    assert I.choose_factory(1_000_000, 64) == "IVF512,PQ64x4fsr,RFlat"
+    assert I.choose_factory(1_000_000, 128) == "IVF512,PQ64x4fsr,RFlat"
+    assert I.choose_factory(1_000_000, 48) == "IVF512,PQ48x4fsr,RFlat"
     # PQ needs equal parts: 96 → 48 codes of 2 dims, 200 → 50 of 4 (dim // (dim // 64) = 66 does not divide)
-    assert I.choose_factory(1_000_000, 96) == "IVF4096,PQ48x4fs,RFlat"
-    assert I.choose_factory(1_000_000, 200) == "IVF4096,PQ50x4fs,RFlat"
-    assert I.choose_factory(I.HNSW_QUANTIZER_ABOVE + 1, 64).startswith("IVF8192_HNSW32,PQ64x4fs")
+    assert I.choose_factory(1_000_000, 96) == "IVF512,PQ48x4fsr,RFlat"
+    assert I.choose_factory(1_000_000, 200) == "IVF512,PQ50x4fsr,RFlat"
+    assert I.choose_factory(10_000_000, 64) == "IVF2048,PQ64x4fsr,RFlat"
+    # an HNSW coarse quantizer only where brute-force assignment to the lists gets dear
+    assert I.choose_factory(2**30, 64).startswith("IVF16384_HNSW32,PQ64x4fsr")
     # never fewer than 39 training points per list
     assert I._nlist_for(2_000) * 39 <= 2_000
 
@@ -86,7 +89,7 @@ def test_fast_scan_pq_with_exact_rerank_tunes_saves_and_reloads(tmp_path):
     # the size rule's large-catalog index (4-bit fast-scan codes + exact re-rank), on a small catalog
     x, q = structured(20_000, 300, seed=4)
     ids = np.arange(len(x)).astype(str)
-    idx = I.build_index(x, ids, factory="IVF128,PQ32x4fs,RFlat")
+    idx = I.build_index(x, ids, factory="IVF128,PQ32x4fsr,RFlat")
     assert not idx.is_exact
     tuned = I.tune_search(idx, x, q[:150], k=100)
     assert tuned["recall"] >= I.RECALL_TARGET and "nprobe" in tuned["search_params"]
