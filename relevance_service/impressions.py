@@ -6,14 +6,20 @@ evaluation gets real negatives (DESIGN.md §2: ``impression`` has weight 0). Rea
 ``/v1/events`` and listings from ``PUT /v1/items`` are written the same way, so the next bundle is
 trained on them.
 
-Requests never wait on storage: they append a small tuple to an in-memory buffer (O(1), no I/O, no
-JSON); a background task swaps the buffer every ``flush_s`` seconds, turns it into JSONL in a worker
-thread, and writes one file per kind and day with the store's atomic ``write_bytes``. A full buffer
-drops new records and counts them (``relevance_landing_dropped_total``) rather than grow without bound
-or slow requests down. A write that fails (store unreachable) keeps its records and retries them, under
-the same object key, at every following flush until the store answers again: an outage shorter than the
-buffer loses nothing, and a retried PUT that had in fact landed is overwritten, not duplicated. Rows carry the canonical event columns (``EVENT_COLUMNS``) plus the extra
-impression fields; readers that project the canonical columns ignore the extras.
+Requests never wait on storage: they encode their rows to JSONL at once (msgspec, ≈ 10 µs a slate)
+and append the bytes to an in-memory buffer (no I/O); a background task swaps the buffer every
+``flush_s`` seconds and, in a worker thread, joins the bytes and writes one file per kind and day with the
+store's atomic ``write_bytes``. Encoding happens on the request, spread evenly, not at the flush: a flush
+that turned 2 s of slates (≈ 20k rows) into JSON in its thread held the GIL for tens of milliseconds, and
+the request thread waited for it at each of its GIL-releasing calls (torch, FAISS) — every 2 s a burst of
+requests took 30–50 ms (at 500 req/s: p99 54 ms with impressions, 7 ms without; docs/benchmarks.md).
+A full buffer drops new records and counts them (``relevance_landing_dropped_total``) rather than grow
+without bound or slow requests down. A write that fails (store unreachable) keeps its records and retries
+them, under the same object key, at every following flush until the store answers again: an outage
+shorter than the buffer loses nothing, and a retried PUT that had in fact landed is overwritten, not
+duplicated. Rows carry the canonical event columns (``EVENT_COLUMNS``) plus the extra impression fields;
+readers that project the canonical columns ignore the extras. Each buffered record keeps its (pseudonymised)
+user id beside its bytes, so an erasure request can still drop it before it is written.
 """
 
 from __future__ import annotations
@@ -41,8 +47,26 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def day_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+class Impression(msgspec.Struct):
+    """One shown item (one JSONL row; the field order is the file's column order)."""
+
+    user_id: str | None
+    session_id: None
+    item_id: str
+    event_type: str
+    timestamp: str
+    device_type: None
+    request_id: str
+    bundle_version: str
+    strategy: str
+    position: int
+    score: float
+
+
+#: a buffered record: (pseudonymised user or None, its JSONL lines, how many rows they are)
+Record = tuple[str | None, bytes, int]
+#: a file to write: (object key, kind, records)
+Batch = tuple[str, str, list[Record]]
 
 
 class LandingWriter:
@@ -62,10 +86,8 @@ class LandingWriter:
         self.max_pending = max_pending
         self.impressions_enabled = impressions
         self.persist_items = persist_items
-        self._slates: list[tuple] = []
-        self._events: list[dict[str, Any]] = []
-        self._items: list[dict[str, Any]] = []
-        self._retry: list[tuple[str, str, list[dict[str, Any]]]] = []  # (key, kind, rows) that failed
+        self._files: dict[str, list[Record]] = defaultdict(list)  # file prefix → records to write
+        self._retry: list[Batch] = []  # files whose write failed, to write again under the same key
         self._pending = 0
         self._flushing = False
         self._forgotten_in_flight: set[str] = set()  # erased while their rows were being written
@@ -100,17 +122,43 @@ class LandingWriter:
     ) -> None:
         if not self.impressions_enabled or not item_ids:
             return
-        if self._admit("impression", len(item_ids)):
-            self._slates.append((request_id, user, version, strategy, item_ids, scores, ts or time.time()))
+        if not self._admit("impression", len(item_ids)):
+            return
+        stamp = iso_utc(ts or time.time())
+        rows = [
+            Impression(
+                user,
+                None,
+                iid,
+                "impression",
+                stamp,
+                None,
+                request_id,
+                version,
+                strategy,
+                pos,
+                round(score, 6),
+            )
+            for pos, (iid, score) in enumerate(zip(item_ids, scores, strict=True))
+        ]
+        # stamp[:10] is the UTC day of ts (one strftime per slate, not two)
+        self._files[f"{LAYOUT.landing_day(stamp[:10])}/impressions"].append(
+            (user, self._encoder.encode_lines(rows), len(rows))
+        )
 
     def log_events(self, rows: list[dict[str, Any]]) -> None:
-        """Canonical event rows (``timestamp`` as epoch seconds; converted at flush)."""
-        if rows and self._admit("event", len(rows)):
-            self._events.extend(rows)
+        """Canonical event rows (``timestamp`` as epoch seconds, written as ISO text)."""
+        if not rows or not self._admit("event", len(rows)):
+            return
+        for row in rows:
+            stamp = iso_utc(row["timestamp"])
+            line = self._encoder.encode({**row, "timestamp": stamp}) + b"\n"
+            self._files[f"{LAYOUT.landing_day(stamp[:10])}/live-events"].append((row.get("user_id"), line, 1))
 
     def log_item(self, item: dict[str, Any]) -> None:
         if self.persist_items and self._admit("item", 1):
-            self._items.append(item)
+            line = self._encoder.encode(item) + b"\n"
+            self._files[f"{LAYOUT.catalog_landing}/live-items"].append((None, line, 1))
 
     def forget(self, users: set[str]) -> set[str]:
         """Drop the buffered (not yet written) slates and events of ``users`` (erasure requests; the
@@ -120,32 +168,20 @@ class LandingWriter:
         if self._flushing:  # rows of these users may be in the write under way; never re-queue them
             self._forgotten_in_flight |= users
         hit: set[str] = set()
-        kept_slates = []
-        for s in self._slates:
-            if s[1] in users:
-                hit.add(s[1])
-                self._pending -= len(s[4])
-            else:
-                kept_slates.append(s)
-        kept_events = []
-        for row in self._events:
-            if row.get("user_id") in users:
-                hit.add(row["user_id"])
-                self._pending -= 1
-            else:
-                kept_events.append(row)
-        kept_retry = []
-        for key, kind, rows in self._retry:
-            left = []
-            for row in rows:
-                if row.get("user_id") in users:
-                    hit.add(row["user_id"])
-                    self._pending -= 1
+
+        def keep(records: list[Record]) -> list[Record]:
+            kept = []
+            for rec in records:
+                if rec[0] in users:
+                    hit.add(rec[0])
+                    self._pending -= rec[2]
                 else:
-                    left.append(row)
-            if left:
-                kept_retry.append((key, kind, left))
-        self._slates, self._events, self._retry = kept_slates, kept_events, kept_retry
+                    kept.append(rec)
+            return kept
+
+        for prefix in list(self._files):
+            self._files[prefix] = keep(self._files[prefix])
+        self._retry = [(key, kind, left) for key, kind, recs in self._retry if (left := keep(recs))]
         self._pending = max(self._pending, 0)
         return hit
 
@@ -156,7 +192,13 @@ class LandingWriter:
     @property
     def retrying(self) -> int:
         """Records whose write failed and that wait for the next flush."""
-        return sum(len(rows) for _, _, rows in self._retry) + self._in_flight[1]
+        return sum(n for _, _, recs in self._retry for _, _, n in recs) + self._in_flight[1]
+
+    def buffered_users(self) -> set[str]:
+        """Users with records not yet written (buffered or waiting for a retry)."""
+        recs = [r for records in self._files.values() for r in records]
+        recs += [r for _, _, records in self._retry for r in records]
+        return {r[0] for r in recs if r[0] is not None}
 
     # -- background side ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,12 +215,11 @@ class LandingWriter:
             self._task = None
         await self.flush()
         if self._retry:  # the store is still unreachable at shutdown: these are lost, and counted
-            for key, kind, rows in self._retry:
-                log.error(
-                    "landing writer: shutting down with %d unwritten %s records (%s)", len(rows), kind, key
-                )
+            for key, kind, recs in self._retry:
+                n = sum(r[2] for r in recs)
+                log.error("landing writer: shutting down with %d unwritten %s records (%s)", n, kind, key)
                 if self.metrics:
-                    self.metrics.landing_dropped.labels(kind=kind).inc(len(rows))
+                    self.metrics.landing_dropped.labels(kind=kind).inc(n)
             self._retry = []
             self._pending = 0
 
@@ -193,84 +234,57 @@ class LandingWriter:
     async def flush(self) -> int:
         """Write everything buffered so far; returns the number of records written."""
         async with self._lock:
-            slates, events, items = self._slates, self._events, self._items
-            retry = self._retry
-            self._slates, self._events, self._items, self._retry = [], [], [], []
+            files, retry = self._files, self._retry
+            self._files, self._retry = defaultdict(list), []
             taken, self._pending = self._pending, 0
-            if not (slates or events or items or retry):
+            if not (files or retry):
                 return 0
             self._flushing = True
-            self._in_flight = (taken, sum(len(rows) for _, _, rows in retry))
+            self._in_flight = (taken, sum(n for _, _, recs in retry for _, _, n in recs))
             try:
-                written, failed = await asyncio.to_thread(self._write, slates, events, items, retry)
+                written, failed = await asyncio.to_thread(self._write, files, retry)
             finally:
                 self._flushing = False
                 self._in_flight = (0, 0)
                 gone, self._forgotten_in_flight = self._forgotten_in_flight, set()
             if gone:
-                failed = [
-                    (k, kind, [r for r in rows if r.get("user_id") not in gone]) for k, kind, rows in failed
-                ]
+                failed = [(k, kind, [r for r in recs if r[0] not in gone]) for k, kind, recs in failed]
                 failed = [f for f in failed if f[2]]
             if failed:  # back on the event loop: requests may have added rows meanwhile
                 self._retry = failed + self._retry
-                self._pending += sum(len(rows) for _, _, rows in failed)
+                self._pending += sum(n for _, _, recs in failed for _, _, n in recs)
             return written
 
-    def _write(
-        self, slates: list[tuple], events: list[dict], items: list[dict], retry: list[tuple]
-    ) -> tuple[int, list[tuple[str, str, list[dict[str, Any]]]]]:
-        files: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for request_id, user, version, strategy, item_ids, scores, ts in slates:
-            stamp = iso_utc(ts)
-            key = f"{LAYOUT.landing_day(day_of(ts))}/impressions"
-            for pos, (iid, score) in enumerate(zip(item_ids, scores, strict=True)):
-                files[key].append(
-                    {
-                        "user_id": user,
-                        "session_id": None,
-                        "item_id": iid,
-                        "event_type": "impression",
-                        "timestamp": stamp,
-                        "device_type": None,
-                        "request_id": request_id,
-                        "bundle_version": version,
-                        "strategy": strategy,
-                        "position": pos,
-                        "score": round(float(score), 6),
-                    }
-                )
-        for row in events:
-            ts = row["timestamp"]
-            files[f"{LAYOUT.landing_day(day_of(ts))}/live-events"].append({**row, "timestamp": iso_utc(ts)})
-        for item in items:
-            files[f"{LAYOUT.catalog_landing}/live-items"].append(item)
+    def _write(self, files: dict[str, list[Record]], retry: list[Batch]) -> tuple[int, list[Batch]]:
+        """Join each file's encoded records and write it (a worker thread: only I/O and ``bytes.join``,
+        which leave the GIL to the requests)."""
         written = 0
-        failed: list[tuple[str, str, list[dict[str, Any]]]] = []
+        failed: list[Batch] = []
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         batches = list(retry)
-        for prefix, rows in files.items():
+        for prefix, recs in files.items():
             key = f"{prefix}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
-            batches.append((key, prefix.rsplit("/", 1)[-1], rows))
-        for key, kind, rows in batches:
+            batches.append((key, prefix.rsplit("/", 1)[-1], recs))
+        for key, kind, recs in batches:
+            n = sum(r[2] for r in recs)
             try:
-                self.store.write_bytes(key, b"\n".join(self._encoder.encode(r) for r in rows) + b"\n")
+                self.store.write_bytes(key, b"".join(r[1] for r in recs))
             except Exception as e:
-                failed.append((key, kind, rows))
+                failed.append((key, kind, recs))
                 self.write_failures += 1
                 self.last_error = f"{type(e).__name__}: {e}"
                 if self.metrics:
                     self.metrics.landing_write_failures.labels(kind=kind).inc()
                 continue
-            written += len(rows)
+            written += n
             self.files_written += 1
             if self.metrics:
-                self.metrics.landing_records.labels(kind=kind).inc(len(rows))
+                self.metrics.landing_records.labels(kind=kind).inc(n)
         if failed:
             log.warning(
                 "landing writer: %d file(s) (%d records) not written, kept for a retry: %s",
                 len(failed),
-                sum(len(r) for _, _, r in failed),
+                sum(r[2] for _, _, recs in failed for r in recs),
                 self.last_error,
             )
         elif retry:

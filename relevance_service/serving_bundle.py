@@ -11,8 +11,9 @@ Memory layout, chosen for 1M-item catalogs on a small machine:
 - item attributes used by filters and diversity (category path, seller, location, price, availability,
   popularity, boosts) are flat numpy arrays indexed by FAISS row, with strings dictionary-encoded once at
   load, so a filter over K≈500 candidates is a handful of vectorised ops;
-- hydration metadata stays an Arrow table (no 1M Python dicts), aligned to FAISS rows; only the final
-  top-N rows are taken and turned into Python objects;
+- hydration metadata is packed at load into one buffer of JSON rows aligned to FAISS rows
+  (:class:`~relevance_service.packed_rows.PackedRows`: no 1M Python dicts, ≈ 1 µs a hydrated row); only
+  the rows a response shows are decoded;
 - ``embeddings.npy`` is memory-mapped ("similar items", reasons, exact re-scans touch a few rows).
 """
 
@@ -37,6 +38,7 @@ from relevance_core.bundle import BundleError, Manifest
 from relevance_core.features import FeatureEncoder
 from relevance_core.index import search_parameters
 from relevance_core.schemas import EVENT_TYPE_CODES
+from relevance_service.packed_rows import PackedRows
 from relevance_service.rerank import Promotions, boost_per_code, category_prefix_matches
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class ServingBundle:
     item_ids: list[str]
     row_of: dict[str, int]
     embeddings: np.ndarray  # float32 [N, D], memory-mapped
-    items: pa.Table  # hydration metadata, row-aligned with the index (null rows for missing metadata)
+    items: PackedRows  # hydration metadata, row-aligned with the index (null rows for missing metadata)
     # per-row attributes
     available: np.ndarray
     path_code: np.ndarray
@@ -130,7 +132,6 @@ class ServingBundle:
     history_length: int
     diversity_level: int
     _category_cache: dict[str, np.ndarray] = field(default_factory=dict)
-    _meta_cache: dict[int, dict[str, Any]] = field(default_factory=dict)
     _params_cache: dict[SearchBreadth, tuple[Any, Any]] = field(default_factory=dict)
 
     # -- loading ----------------------------------------------------------------------------------------
@@ -228,6 +229,13 @@ class ServingBundle:
             pc.cast(items.column("price"), pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
         )
 
+        # JSON types for the packed rows (a decimal or integer price would not round-trip as a number)
+        meta = PackedRows.from_table(
+            items.set_column(
+                HYDRATION_COLUMNS.index("price"), "price", pc.cast(items.column("price"), pa.float64())
+            )
+        )
+
         path_code, paths = _encode(items.column("category_path"), normalise=False)
         path_index = {p: i for i, p in enumerate(paths)}
         div_keys = [category_prefix(p, diversity_level) for p in paths]
@@ -285,7 +293,7 @@ class ServingBundle:
             item_ids=item_ids,
             row_of=row_of,
             embeddings=embeddings,
-            items=items,
+            items=meta,
             available=available,
             path_code=path_code,
             diversity_code=diversity_code.astype(np.int32),
@@ -394,24 +402,8 @@ class ServingBundle:
         return hit
 
     def hydrate(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        """Metadata dicts for bundle rows (all < n_items); callers must not mutate them.
-
-        Hot items repeat across requests (popularity is skewed), so converted rows are cached (bounded);
-        only the misses go through an Arrow ``take``."""
-        rows = np.asarray(rows, dtype=np.int64).tolist()
-        if not rows:
-            return []
-        cache = self._meta_cache
-        missing = [r for r in rows if r not in cache]
-        if not missing:
-            return [cache[r] for r in rows]
-        if len(cache) > 200_000:
-            cache.clear()
-        fetched = dict(
-            zip(missing, self.items.take(pa.array(missing, type=pa.int64())).to_pylist(), strict=True)
-        )
-        cache.update(fetched)
-        return [fetched[r] if r in fetched else cache[r] for r in rows]
+        """Metadata dicts for bundle rows (all < n_items), fresh per call."""
+        return self.items.get(rows)
 
     # -- checks -------------------------------------------------------------------------------------------
     def smoke_test(self) -> None:
@@ -440,8 +432,7 @@ class ServingBundle:
         if len(meta) != len(rows[:3]):
             raise BundleError(f"bundle {self.version}: hydration failed")
         # the exported item tower must produce the vectors the index was built from
-        ids = self.items.column("item_id")
-        check = [r for r in probe if ids[r].is_valid][:3]
+        check = [r for r, m in zip(probe, self.hydrate(np.asarray(probe)), strict=True) if m["item_id"]][:3]
         if not check:
             return
         live = self.embed_items(self.hydrate(np.asarray(check)))
