@@ -80,11 +80,18 @@ def add_arguments(p) -> None:
         default=os.environ.get("RELEVANCE_BENCH_DIR", str(Path(tempfile.gettempdir()) / "relevance-bench")),
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild the bundle even if cached")
+    p.add_argument(
+        "--encoder",
+        choices=["transformer", "mean"],
+        default="transformer",
+        help="the user tower's sequence encoder (transformer: the default model; mean: mean pooling, the "
+        "light one — the price of the transformer on the request path)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
 # -- 1. the bundle ---------------------------------------------------------------------------------------------
-def build_bundle(home: Path, n_items: int, seed: int = 0) -> dict[str, Any]:
+def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transformer") -> dict[str, Any]:
     """Generate, encode, export, index, assemble and publish a bundle of ``n_items`` into ``home``."""
     import pandas as pd
     import torch
@@ -110,7 +117,7 @@ def build_bundle(home: Path, n_items: int, seed: int = 0) -> dict[str, Any]:
     items = cat.to_table()
     timings = {"catalog_s": time.perf_counter() - t0}
     t = time.perf_counter()
-    cfg = TwoTowerConfig(history_length=20)
+    cfg = TwoTowerConfig(history_length=20, encoder=encoder)
     # every item counts as seen in training so the user tower knows every id (as it would after training)
     encoder = FeatureEncoder.fit(
         items, dict.fromkeys(items.column("item_id").to_pylist(), 1), history_length=20
@@ -165,11 +172,15 @@ def build_bundle(home: Path, n_items: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def ensure_bundle(work_dir: Path, n_items: int, rebuild: bool, seed: int) -> tuple[Path, dict[str, Any]]:
+def ensure_bundle(
+    work_dir: Path, n_items: int, rebuild: bool, seed: int, encoder: str = "transformer"
+) -> tuple[Path, dict[str, Any]]:
     from relevance_core import bundle as B
     from relevance_core.storage import LocalStore
 
-    home = work_dir / f"serve-{n_items}" / "home"
+    home = (
+        work_dir / (f"serve-{n_items}" if encoder == "transformer" else f"serve-{n_items}-{encoder}") / "home"
+    )
     if not rebuild and home.exists():
         store = LocalStore(home)
         version = B.latest_version(store)
@@ -183,7 +194,7 @@ def ensure_bundle(work_dir: Path, n_items: int, rebuild: bool, seed: int) -> tup
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    return home, {**build_bundle(home, n_items, seed), "cached": False}
+    return home, {**build_bundle(home, n_items, seed, encoder), "cached": False}
 
 
 # -- 2. the server ---------------------------------------------------------------------------------------------
@@ -528,7 +539,7 @@ def run(args) -> dict[str, Any]:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    home, build = ensure_bundle(work, args.items, args.rebuild, args.seed)
+    home, build = ensure_bundle(work, args.items, args.rebuild, args.seed, args.encoder)
     print(f"bundle ready in {time.perf_counter() - t0:.1f}s: {build}", file=sys.stderr)
     ids = bundle_item_ids(home)
     histories = user_histories(ids, args.users, args.seed)
@@ -585,6 +596,7 @@ def run(args) -> dict[str, Any]:
         "closed_loop": {**closed_loop, "concurrency": args.concurrency},
         "raw_path": raw,
         "workers": args.workers,
+        "encoder": args.encoder,
         "requests": requests,
         "personalized_share": open_loop["personalized_share"],
         "server_startup_s": round(startup_s, 2),

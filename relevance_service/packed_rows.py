@@ -28,7 +28,7 @@ class PackedRows:
         self.offsets = offsets  # int64 [n + 1]: row i is blob[offsets[i]:offsets[i + 1]]
 
     @classmethod
-    def from_table(cls, table: pa.Table, batch_rows: int = 65_536) -> PackedRows:
+    def from_table(cls, table: pa.Table, batch_rows: int = 16_384) -> PackedRows:
         """Pack every row of ``table`` (values must be JSON types: strings, numbers, booleans, nulls)."""
         enc = msgspec.json.Encoder()
         chunks: list[bytes] = []
