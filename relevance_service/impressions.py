@@ -137,7 +137,7 @@ class LandingWriter:
                 version,
                 strategy,
                 pos,
-                round(score, 6),
+                round(float(score), 6),
             )
             for pos, (iid, score) in enumerate(zip(item_ids, scores, strict=True))
         ]
