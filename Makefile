@@ -8,7 +8,7 @@ export RELEVANCE_HOME ?= $(CURDIR)/.relevance
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test setup check-java lint dagster-home dbt-parse browser clean
+.PHONY: demo test setup check-java lint dagster-home dbt-parse browser redis-server clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -45,7 +45,13 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
-test: setup browser
+# The shared user state (RELEVANCE_REDIS_URL) is tested against a real Redis server.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
+
+test: setup browser redis-server
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -58,7 +58,12 @@ from relevance_service.reloader import BundleReloader
 from relevance_service.rerank import Promotions
 from relevance_service.security import Pseudonymizer, rate_limit_config
 from relevance_service.settings import ServiceSettings, get_settings
-from relevance_service.user_state import InMemoryUserState, UserStateStore, seed_from_lake
+from relevance_service.user_state import (
+    InMemoryUserState,
+    RedisUserState,
+    UserStateStore,
+    seed_from_lake,
+)
 
 log = logging.getLogger("relevance_service")
 
@@ -80,11 +85,9 @@ class Service:
         self.bundle_cache = BundleCache(settings.bundle_cache_dir, settings.home)
         self.metrics = ServiceMetrics()
         self.recommender = Recommender(settings)
-        self.user_state = user_state or InMemoryUserState(
-            max_len=max(settings.max_history, 50),
-            ttl_s=settings.state_ttl_s,
-            max_users=settings.state_max_users,
-        )
+        # `is None`, not `or`: a store is falsy while empty (``__len__``), and an empty shared store passed
+        # in must still be the one used
+        self.user_state = user_state if user_state is not None else default_user_state(settings)
         self.catalog = LiveCatalog(max_items=settings.max_live_items)
         self.writer = LandingWriter(
             self.store,
@@ -183,6 +186,14 @@ def settle_gc() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def default_user_state(settings: ServiceSettings) -> UserStateStore:
+    """Redis when ``redis_url`` is set (several workers or replicas see one history), else in-process."""
+    max_len = max(settings.max_history, 50)
+    if settings.redis_url:
+        return RedisUserState.from_url(settings.redis_url, max_len=max_len, ttl_s=settings.state_ttl_s)
+    return InMemoryUserState(max_len=max_len, ttl_s=settings.state_ttl_s, max_users=settings.state_max_users)
 
 
 def open_store(settings: ServiceSettings) -> ArtifactStore:

@@ -117,6 +117,12 @@ class ServiceMetrics:
             registry=r,
         )
         self.users = Gauge("relevance_user_state_users", "Users with recent history held", registry=r)
+        self.user_state_errors = Counter(
+            "relevance_user_state_errors_total",
+            "Shared user-state store calls that failed (reads answered without history)",
+            ["op"],
+            registry=r,
+        )
         self._version: str | None = None
 
     def set_bundle(self, version: str, n_items: int) -> None:

@@ -90,6 +90,8 @@ class ServiceSettings:
     mmr_lambda: float = 0.8
     promotions_file: str | None = None
     # -- user state --------------------------------------------------------------------------------
+    #: a shared store for several workers / replicas (``redis://host:6379/0``); None: in-process
+    redis_url: str | None = None
     state_max_users: int = 1_000_000
     state_ttl_s: float = 30 * 86400.0
     seed_from_lake: bool = True

@@ -2,9 +2,10 @@
 
 The user tower reads the last L interactions, so "state" is a short, bounded, expiring list per user.
 :class:`UserStateStore` is the interface; :class:`InMemoryUserState` is the default (one process,
-bounded number of users, LRU eviction, per-entry TTL). Its operations map one-to-one onto a Redis list
-(``RPUSH`` + ``LTRIM`` + ``EXPIRE`` / ``LRANGE`` / ``DEL``), which :class:`RedisUserState` implements for
-several replicas sharing one state.
+bounded number of users, LRU eviction, per-entry TTL). :class:`RedisUserState` keeps the same contract in
+a shared Redis for several replicas or workers (``RELEVANCE_REDIS_URL``): one sorted set per user, scored
+by time, so "newest ``max_len`` in time order" holds for out-of-order batches too, and an identical event
+written twice (a client's retry, every worker seeding from the same lake) is stored once — in both stores.
 
 Seeding at start (:func:`seed_from_lake`) reads the newest ``lake/sessions`` partitions so that a restart
 does not make every known user look anonymous.
@@ -13,6 +14,7 @@ does not make every known user look anonymous.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -41,6 +43,11 @@ class HistoryEntry(msgspec.Struct, frozen=True, gc=False):
     ts: float
 
 
+class UserStateUnavailable(RuntimeError):
+    """The shared user-state store cannot be reached (Redis down, timed out). Reads degrade to "no
+    history" (the popular fallback); writes and erasures answer 503 rather than claim success."""
+
+
 class UserStateStore(ABC):
     """Recent interactions per user, oldest first, at most ``max_len`` each, entries expire after ``ttl_s``."""
 
@@ -54,7 +61,8 @@ class UserStateStore(ABC):
     @abstractmethod
     def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> int:
         """Add interactions (any order; kept sorted by time) and drop the oldest beyond ``max_len``.
-        Returns how many of ``entries`` were recent enough to store (entries older than the TTL never are).
+        Returns how many of ``entries`` were stored: entries older than the TTL never are, and an entry
+        equal to one already held (same item, event type and time) is the same event, held once.
         """
 
     @abstractmethod
@@ -107,6 +115,11 @@ class InMemoryUserState(UserStateStore):
                 q = self._users[user_id] = deque(maxlen=self.max_len)
             else:
                 self._users.move_to_end(user_id)
+                held = set(q)
+                new = [e for e in new if e not in held]  # the same event twice is one event
+                if not new:
+                    return 0
+            new = list(dict.fromkeys(new))
             if q and min(e.ts for e in new) < q[-1].ts:
                 # out-of-order arrival (batched clients, seeding): merge, keep the newest max_len
                 merged = sorted([*q, *new], key=lambda e: e.ts)
@@ -129,16 +142,21 @@ class InMemoryUserState(UserStateStore):
 
 
 class RedisUserState(UserStateStore):
-    """The same contract on a shared Redis (``redis.Redis``-compatible client), for several replicas.
+    """The same contract on a shared Redis (a ``redis.Redis``-compatible client), for several replicas.
 
-    One list per user (``<prefix><user_id>``) of msgpack-encoded entries, trimmed to ``max_len`` and
-    expiring ``ttl_s`` after the last write; stale entries inside the list are filtered on read. The
-    client is injected so the service does not depend on the redis package unless this store is used.
+    One sorted set per user (``<prefix><user_id>``): members are msgpack-encoded ``(item, event, ts)``,
+    scored by ``ts``. A write adds the new entries (``ZADD``: an identical entry is one member), drops
+    expired ones (``ZREMRANGEBYSCORE``) and all but the newest ``max_len`` (``ZREMRANGEBYRANK``), and
+    renews the key's expiry, in one transaction; a read is one ``ZRANGEBYSCORE`` from the TTL cut-off.
+    The client is injected (:meth:`from_url` builds one) so the service needs the ``redis`` package only
+    when this store is used.
     """
 
     def __init__(
         self, client: Any, *, max_len: int = 50, ttl_s: float = 30 * 86400.0, prefix: str = "rel:h:"
     ):
+        if max_len < 1 or ttl_s <= 0:
+            raise ValueError("max_len and ttl_s must be positive")
         self.client = client
         self.max_len = max_len
         self.ttl_s = ttl_s
@@ -146,30 +164,53 @@ class RedisUserState(UserStateStore):
         self._enc = msgspec.msgpack.Encoder()
         self._dec = msgspec.msgpack.Decoder(tuple[str, str, float])
 
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisUserState:
+        """``redis://host:port/db`` → a store on a client with short timeouts (a request must not hang on
+        a slow Redis)."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # one quick retry, not the client's default backoff (seconds of a request's time when Redis is down)
+        client = redis.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
+        )
+        return cls(client, **kwargs)
+
+    def _call(self, what: str, fn, *args):
+        import redis
+
+        try:
+            return fn(*args)
+        except redis.exceptions.RedisError as e:
+            raise UserStateUnavailable(f"user state store ({what}): {type(e).__name__}: {e}") from e
+
     def get(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
         cutoff = (time.time() if now is None else now) - self.ttl_s
-        raw = self.client.lrange(self.prefix + user_id, 0, -1)
-        entries = [HistoryEntry(*self._dec.decode(r)) for r in raw]
-        return sorted((e for e in entries if e.ts >= cutoff), key=lambda e: e.ts)
+        raw = self._call("read", self.client.zrangebyscore, self.prefix + user_id, cutoff, "+inf")
+        return [HistoryEntry(*self._dec.decode(r)) for r in raw]
 
     def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> int:
         cutoff = (time.time() if now is None else now) - self.ttl_s
-        new = sorted((e for e in entries if e.ts >= cutoff), key=lambda e: e.ts)
+        new = {self._enc.encode((e.item_id, e.event_type, e.ts)): e.ts for e in entries if e.ts >= cutoff}
         if not new:
             return 0
         key = self.prefix + user_id
-        pipe = self.client.pipeline()
-        pipe.rpush(key, *[self._enc.encode((e.item_id, e.event_type, e.ts)) for e in new])
-        pipe.ltrim(key, -self.max_len, -1)
-        pipe.expire(key, int(self.ttl_s))
-        pipe.execute()
-        return len(new)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(key, new)
+        pipe.zremrangebyscore(key, "-inf", f"({cutoff}")
+        pipe.zremrangebyrank(key, 0, -self.max_len - 1)
+        pipe.expire(key, max(1, math.ceil(self.ttl_s)))
+        return int(self._call("write", pipe.execute)[0])
 
     def delete(self, user_id: str) -> bool:
-        return bool(self.client.delete(self.prefix + user_id))
+        return bool(self._call("delete", self.client.delete, self.prefix + user_id))
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.client.scan_iter(match=self.prefix + "*"))
+        return self._call(
+            "count", lambda: sum(1 for _ in self.client.scan_iter(match=self.prefix + "*", count=1000))
+        )
 
 
 def seed_from_lake(

@@ -7,6 +7,7 @@ import logging
 
 import msgspec
 from litestar import Controller, get, post
+from litestar.exceptions import ServiceUnavailableException
 
 from relevance_service.app import Service
 from relevance_service.controllers._common import serving_state
@@ -18,6 +19,7 @@ from relevance_service.schemas import (
     ReloadResponse,
 )
 from relevance_service.security import require_token
+from relevance_service.user_state import UserStateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +70,15 @@ class AdminController(Controller):
         aliases = {u: svc.pseudonymize(u) for u in ids}
         pending_hit = svc.writer.forget({*ids, *aliases.values()})
         forgotten = 0
-        for u in ids:
-            p = aliases[u]
-            held = svc.user_state.delete(u)
-            held = svc.user_state.delete(p) or held
-            if held or u in pending_hit or p in pending_hit:
-                forgotten += 1
-        svc.metrics.users.set(len(svc.user_state))
+        try:
+            for u in ids:
+                p = aliases[u]
+                held = svc.user_state.delete(u)
+                held = svc.user_state.delete(p) or held
+                if held or u in pending_hit or p in pending_hit:
+                    forgotten += 1
+        except UserStateUnavailable as e:  # an erasure must not report success it did not achieve
+            svc.metrics.user_state_errors.labels(op="delete").inc()
+            raise ServiceUnavailableException(f"{e}; retry the erasure") from e
         log.info("erasure: %d user(s) requested, %d forgotten", len(ids), forgotten)
         return EraseUsersResponse(requested=len(ids), forgotten=forgotten)

@@ -6,12 +6,13 @@ import time
 from collections import defaultdict
 
 from litestar import Controller, post
+from litestar.exceptions import ServiceUnavailableException
 
 from relevance_service.app import Service
 from relevance_service.controllers._common import field_error
 from relevance_service.schemas import EventsRequest, EventsResponse
 from relevance_service.security import require_token
-from relevance_service.user_state import HistoryEntry
+from relevance_service.user_state import HistoryEntry, UserStateUnavailable
 
 
 class EventController(Controller):
@@ -46,8 +47,14 @@ class EventController(Controller):
                 }
             )
             svc.metrics.events.labels(event_type=str(ev.event_type)).inc()
-        for user_id, entries in per_user.items():
-            svc.user_state.append(user_id, entries, now=max(now, max(e.ts for e in entries)))
+        # landing first: if the user state is unreachable the events are still kept for training
         svc.writer.log_events(rows)
-        svc.metrics.users.set(len(svc.user_state))
+        try:
+            for user_id, entries in per_user.items():
+                svc.user_state.append(user_id, entries, now=max(now, max(e.ts for e in entries)))
+        except UserStateUnavailable as e:
+            svc.metrics.user_state_errors.labels(op="write").inc()
+            raise ServiceUnavailableException(
+                f"{e}; the events were recorded for training but recommendations do not reflect them yet"
+            ) from e
         return EventsResponse(accepted=len(rows), users_updated=len(per_user))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from litestar import Controller, Response, get
@@ -9,6 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from relevance_service.app import Service
 from relevance_service.schemas import HealthResponse, ReadyResponse, StoreStatus
+from relevance_service.user_state import UserStateUnavailable
 
 
 class HealthController(Controller):
@@ -57,7 +59,8 @@ class HealthController(Controller):
     @get("/metrics", summary="Prometheus metrics", include_in_schema=True, media_type="text/plain")
     async def metrics(self, svc: Service) -> Response[bytes]:
         """Prometheus text exposition of this process's metrics."""
-        svc.metrics.users.set(len(svc.user_state))
+        with contextlib.suppress(UserStateUnavailable):  # the gauge keeps its last value
+            svc.metrics.users.set(len(svc.user_state))
         svc.metrics.landing_pending.set(svc.writer.pending)
         return Response(svc.metrics.render(), media_type=svc.metrics.content_type)
 

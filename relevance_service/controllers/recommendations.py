@@ -20,7 +20,7 @@ from relevance_service.controllers._common import (
 from relevance_service.recommender import Query
 from relevance_service.schemas import RecommendationResponse, RecommendRequest
 from relevance_service.settings import HARD_MAX_K
-from relevance_service.user_state import HistoryEntry
+from relevance_service.user_state import HistoryEntry, UserStateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,12 @@ class RecommendationController(Controller):
         ``strategy`` in the response says which served the request."""
         k = check_k(svc, k)
         state = serving_state(svc)
-        history = svc.user_state.get(user_id)
+        try:
+            history = svc.user_state.get(user_id)
+        except UserStateUnavailable as e:  # degrade to the popular fallback; say so in the log and metrics
+            log.warning("%s; answering without the user's history", e)
+            svc.metrics.user_state_errors.labels(op="read").inc()
+            history = []
         query = Query(k=k, category=category, max_price=max_price, location=location)
         rec = svc.recommender
         slate = rec.for_history(state, history, query) if history else rec.popular(state, query)

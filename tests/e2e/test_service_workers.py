@@ -1,6 +1,7 @@
 """``relevance serve --workers 2``: one SO_REUSEPORT socket per worker process. Connections spread over
 both workers, a worker that dies is replaced while the other keeps answering, SIGTERM stops them all,
-and a SIGKILLed supervisor leaves no worker behind."""
+a SIGKILLed supervisor leaves no worker behind, and with ``RELEVANCE_REDIS_URL`` every worker answers a
+user from the history another worker stored."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from e2e.bundle_fixture import publish_bundle
-from e2e.service_process import Server, wait_for
+from e2e.service_process import AUTH, Server, wait_for
 from relevance_core.storage import LocalStore
 
 pytestmark = pytest.mark.e2e
@@ -90,3 +91,40 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_workers_share_user_state_through_redis(model, tmp_path, redis_url):
+    """Events posted to one worker change every worker's answer for that user, and an erasure on one
+    worker forgets the user on all (in-process state would leave the other worker answering "popular",
+    then remembering an erased user)."""
+    store = LocalStore(tmp_path / "home")
+    publish_bundle(store, 0)
+    env = {"RELEVANCE_REDIS_URL": redis_url}
+    srv = Server(store.root, tmp_path / "server.log", workers=2, env=env)
+    try:
+        srv.wait_ready()
+        wait_for(lambda: two_workers(srv.url), timeout=120)
+        last = model.pairs.to_pylist()[-1]
+        user, items = f"redis-{last['user_id']}", last["hist_item_ids"][-6:]
+        events = {"events": [{"user_id": user, "item_id": i, "event_type": "view"} for i in items]}
+        assert httpx.post(f"{srv.url}/v1/events", json=events, headers=AUTH, timeout=10).status_code == 202
+
+        def answers() -> dict[int, set[str]]:
+            """strategy per worker over fresh connections (each lands on one worker's socket)."""
+            seen: dict[int, set[str]] = {}
+            for _ in range(40):
+                with httpx.Client(base_url=srv.url, timeout=10) as c:
+                    w = c.get("/readyz").json()["worker"]
+                    r = c.get(f"/v1/users/{user}/recommendations")
+                    assert r.status_code == 200, r.text
+                    seen.setdefault(w, set()).add(r.json()["strategy"])
+            return seen
+
+        before = answers()
+        assert len(before) == 2 and all(v == {"personalized"} for v in before.values()), before
+        r = httpx.post(f"{srv.url}/v1/admin/erase-users", json={"user_ids": [user]}, headers=AUTH, timeout=10)
+        assert r.status_code == 200 and r.json()["forgotten"] == 1, r.text
+        after = answers()
+        assert len(after) == 2 and all(v == {"popular"} for v in after.values()), after
+    finally:
+        srv.stop()

@@ -750,3 +750,37 @@ def test_hostile_input_is_answered_or_refused_never_a_server_error(home, model):
     # nothing was written outside the artifact store, whatever the ids looked like
     assert _files_outside(root, Path(home.root)) == before
     print(f"hostile API inputs tried: {len(tried)}, mishandled: {len(mishandled)}")
+
+
+# -- shared user state (Redis) -------------------------------------------------------------------------------------
+def test_redis_user_state_outage_degrades_reads_refuses_writes_and_recovers(home, model, redis_url):
+    """Redis down: recommendations answer from popularity (logged, counted), events answer 503 but are
+    still written to the landing zone, an erasure answers 503 instead of claiming success; Redis back: the
+    history is there again. The outage is a real refused connection (a client for a port nobody serves)."""
+    from bench.serve import free_port
+    from relevance_service.user_state import RedisUserState
+
+    state = RedisUserState.from_url(redis_url, prefix="outage:")
+    live = state.client
+    with TestClient(app=create_app(settings_for(home, landing_flush_s=3600), user_state=state)) as client:
+        user, items = a_user_history(model)
+        post_events(client, user, items)
+        assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "personalized"
+        svc = client.app.state.service
+        pending = svc.writer.pending
+
+        state.client = RedisUserState.from_url(f"redis://127.0.0.1:{free_port()}/0").client
+        r = client.get(f"/v1/users/{user}/recommendations")
+        assert r.status_code == 200 and r.json()["strategy"] == "popular"
+        ev = {"events": [{"user_id": user, "item_id": items[0], "event_type": "click"}]}
+        r = client.post("/v1/events", json=ev, headers=AUTH)
+        assert r.status_code == 503 and "recorded for training" in r.text, r.text
+        assert svc.writer.pending > pending  # the event is kept for the next training run
+        r = client.post("/v1/admin/erase-users", json={"user_ids": [user]}, headers=AUTH)
+        assert r.status_code == 503 and "retry the erasure" in r.text, r.text
+        metrics = client.get("/metrics").text
+        for op in ("read", "write", "delete"):
+            assert f'relevance_user_state_errors_total{{op="{op}"}} 1.0' in metrics, metrics
+
+        state.client = live
+        assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "personalized"
