@@ -9,7 +9,9 @@ What it does, in one run:
    ``relevance_core.publishing`` / ``bundle.publish``. Cached under ``--work-dir`` per size, so reruns
    skip this (``--rebuild`` forces it).
 2. **Server.** ``relevance serve`` in its own process on 127.0.0.1 (uvicorn, ``--workers``); user state
-   is filled through ``POST /v1/events`` (``--users`` users with 10 interactions each).
+   is filled through ``POST /v1/events`` (``--users`` users with 10 interactions each); ``--redis`` keeps it
+   in a local ``redis-server`` shared by the workers (``RELEVANCE_REDIS_URL``), so stored users' GETs are
+   measured with several workers too.
 3. **Load.** A second process drives ``GET /v1/users/{id}/recommendations?k=20`` (90% known users, 10%
    unknown → popular fallback) over ``--connections`` keep-alive HTTP/1.1 connections opened up front and
    used in turn (FIFO), so several workers share the load as they would many clients' traffic:
@@ -64,6 +66,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--users", type=int, default=2000, help="users given a history before the run")
     p.add_argument("--workers", type=int, default=1, help="uvicorn workers")
+    p.add_argument(
+        "--redis",
+        action="store_true",
+        help="user state in a local redis-server shared by the workers (then stored users' GETs work "
+        "with several workers)",
+    )
     p.add_argument(
         "--connections", type=int, default=32, help="keep-alive connections the client opens and rotates"
     )
@@ -227,6 +235,37 @@ def start_server(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def start_redis(work_dir: Path, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
+    """A ``redis-server`` on 127.0.0.1 (no persistence) for a shared user state: (process, URL)."""
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server not found (apt-get install redis-server; `make test` installs it)")
+    port = free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = open(work_dir / "redis.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=work_dir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            client.ping()
+            return proc, url
+        except redis.exceptions.ConnectionError as e:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                tail = (work_dir / "redis.log").read_text()[-2000:]
+                raise RuntimeError(f"redis-server did not start: {tail}") from e
+            time.sleep(0.05)
 
 
 def wait_ready(
@@ -547,11 +586,15 @@ def run(args) -> dict[str, Any]:
     # user state lives in each worker's memory (a shared store such as Redis would serve several), so with
     # several workers stored-history requests would mostly land on a worker that never saw the user's
     # events and be answered by the cheap popular fallback: those runs post the history instead
-    requests = args.requests if args.requests != "auto" else ("user" if args.workers == 1 else "guest")
+    shared = args.workers == 1 or args.redis
+    requests = args.requests if args.requests != "auto" else ("user" if shared else "guest")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = work / "server.log"
-    proc = start_server(home, port, args.workers, log_path)
+    redis_proc, env = None, {}
+    if args.redis:
+        redis_proc, env["RELEVANCE_REDIS_URL"] = start_redis(work / "redis")
+    proc = start_server(home, port, args.workers, log_path, env=env)
     try:
         t = time.perf_counter()
         wait_ready(url, proc, log_path, workers=args.workers)
@@ -578,6 +621,9 @@ def run(args) -> dict[str, Any]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
     raw = raw_path_rps(home, histories, args.raw_seconds)
     rps = closed_loop["rps"]
     return {
@@ -597,6 +643,7 @@ def run(args) -> dict[str, Any]:
         "raw_path": raw,
         "workers": args.workers,
         "encoder": args.encoder,
+        "user_state": "redis" if args.redis else "in-process",
         "requests": requests,
         "personalized_share": open_loop["personalized_share"],
         "server_startup_s": round(startup_s, 2),

@@ -47,39 +47,13 @@ def diginetica_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    """A real Redis server on 127.0.0.1 for the session (``make test`` installs ``redis-server``); no
-    persistence, its own directory."""
-    import shutil
-    import subprocess
-    import time
+    """A real Redis server on 127.0.0.1 for the session (``make test`` installs ``redis-server``)."""
+    from bench.serve import start_redis
 
-    import redis
-
-    from bench.serve import free_port
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server not found: `make test` installs it (apt-get install redis-server)")
-    port = free_port()
-    work = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=work,
-        stdout=open(work / "redis.log", "wb"),  # noqa: SIM115 - lives as long as the server
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.time() + 30
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"redis-server did not start: {(work / 'redis.log').read_text()[-2000:]}")
-            time.sleep(0.05)
+    try:
+        proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
     yield url
     proc.terminate()
     proc.wait(timeout=10)
