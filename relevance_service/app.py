@@ -170,6 +170,7 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._seed_task
             await self.writer.stop()
+            await self.user_state.aclose()
             torch.set_num_threads(prev_torch)
             faiss.omp_set_num_threads(prev_faiss)
 

@@ -13,6 +13,7 @@ does not make every known user look anonymous.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -72,6 +73,23 @@ class UserStateStore(ABC):
     @abstractmethod
     def __len__(self) -> int:
         """Number of users held (approximate for shared stores)."""
+
+    # the request handlers' entry points: a store that does network I/O overrides these so that waiting
+    # for it never blocks the event loop (and every other request of the worker) — in-process stores
+    # answer at once
+    async def get_async(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
+        return self.get(user_id, now=now)
+
+    async def append_async(
+        self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None
+    ) -> int:
+        return self.append(user_id, entries, now=now)
+
+    async def delete_async(self, user_id: str) -> bool:
+        return self.delete(user_id)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: in-process stores hold no connections
+        """Release connections at shutdown."""
 
 
 class InMemoryUserState(UserStateStore):
@@ -153,11 +171,18 @@ class RedisUserState(UserStateStore):
     """
 
     def __init__(
-        self, client: Any, *, max_len: int = 50, ttl_s: float = 30 * 86400.0, prefix: str = "rel:h:"
+        self,
+        client: Any,
+        *,
+        aclient: Any = None,
+        max_len: int = 50,
+        ttl_s: float = 30 * 86400.0,
+        prefix: str = "rel:h:",
     ):
         if max_len < 1 or ttl_s <= 0:
             raise ValueError("max_len and ttl_s must be positive")
-        self.client = client
+        self.client = client  # blocking: seeding (in a worker thread), the users gauge
+        self.aclient = aclient  # ``redis.asyncio``: the request handlers (None: they use ``client``)
         self.max_len = max_len
         self.ttl_s = ttl_s
         self.prefix = prefix
@@ -169,14 +194,16 @@ class RedisUserState(UserStateStore):
         """``redis://host:port/db`` → a store on a client with short timeouts (a request must not hang on
         a slow Redis)."""
         import redis
+        import redis.asyncio
+        from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         # one quick retry, not the client's default backoff (seconds of a request's time when Redis is down)
-        client = redis.Redis.from_url(
-            url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
-        )
-        return cls(client, **kwargs)
+        opts = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **opts)
+        aclient = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **opts)
+        return cls(client, aclient=aclient, **kwargs)
 
     def _call(self, what: str, fn, *args):
         import redis
@@ -186,26 +213,69 @@ class RedisUserState(UserStateStore):
         except redis.exceptions.RedisError as e:
             raise UserStateUnavailable(f"user state store ({what}): {type(e).__name__}: {e}") from e
 
-    def get(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
-        cutoff = (time.time() if now is None else now) - self.ttl_s
-        raw = self._call("read", self.client.zrangebyscore, self.prefix + user_id, cutoff, "+inf")
+    async def _acall(self, what: str, fn, *args):
+        import redis
+
+        try:
+            return await fn(*args)
+        except redis.exceptions.RedisError as e:
+            raise UserStateUnavailable(f"user state store ({what}): {type(e).__name__}: {e}") from e
+
+    def _decode(self, raw: list[bytes]) -> list[HistoryEntry]:
         return [HistoryEntry(*self._dec.decode(r)) for r in raw]
 
-    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> int:
+    def _write(self, client: Any, user_id: str, entries: Iterable[HistoryEntry], now: float | None):
+        """The write transaction on ``client`` (not yet executed), or None when nothing is recent."""
         cutoff = (time.time() if now is None else now) - self.ttl_s
         new = {self._enc.encode((e.item_id, e.event_type, e.ts)): e.ts for e in entries if e.ts >= cutoff}
         if not new:
-            return 0
+            return None
         key = self.prefix + user_id
-        pipe = self.client.pipeline(transaction=True)
+        pipe = client.pipeline(transaction=True)
         pipe.zadd(key, new)
         pipe.zremrangebyscore(key, "-inf", f"({cutoff}")
         pipe.zremrangebyrank(key, 0, -self.max_len - 1)
         pipe.expire(key, max(1, math.ceil(self.ttl_s)))
-        return int(self._call("write", pipe.execute)[0])
+        return pipe
+
+    def get(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        return self._decode(
+            self._call("read", self.client.zrangebyscore, self.prefix + user_id, cutoff, "+inf")
+        )
+
+    def append(self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None) -> int:
+        pipe = self._write(self.client, user_id, entries, now)
+        return 0 if pipe is None else int(self._call("write", pipe.execute)[0])
 
     def delete(self, user_id: str) -> bool:
         return bool(self._call("delete", self.client.delete, self.prefix + user_id))
+
+    async def get_async(self, user_id: str, *, now: float | None = None) -> list[HistoryEntry]:
+        if self.aclient is None:
+            return self.get(user_id, now=now)
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        raw = await self._acall("read", self.aclient.zrangebyscore, self.prefix + user_id, cutoff, "+inf")
+        return self._decode(raw)
+
+    async def append_async(
+        self, user_id: str, entries: Iterable[HistoryEntry], *, now: float | None = None
+    ) -> int:
+        if self.aclient is None:
+            return self.append(user_id, entries, now=now)
+        pipe = self._write(self.aclient, user_id, entries, now)
+        return 0 if pipe is None else int((await self._acall("write", pipe.execute))[0])
+
+    async def delete_async(self, user_id: str) -> bool:
+        if self.aclient is None:
+            return self.delete(user_id)
+        return bool(await self._acall("delete", self.aclient.delete, self.prefix + user_id))
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):  # shutting down: a Redis that is gone has nothing to close
+            if self.aclient is not None:
+                await self.aclient.aclose()
+            self.client.close()
 
     def __len__(self) -> int:
         return self._call(

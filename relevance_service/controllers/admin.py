@@ -73,8 +73,8 @@ class AdminController(Controller):
         try:
             for u in ids:
                 p = aliases[u]
-                held = svc.user_state.delete(u)
-                held = svc.user_state.delete(p) or held
+                held = await svc.user_state.delete_async(u)
+                held = await svc.user_state.delete_async(p) or held
                 if held or u in pending_hit or p in pending_hit:
                     forgotten += 1
         except UserStateUnavailable as e:  # an erasure must not report success it did not achieve

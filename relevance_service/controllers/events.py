@@ -51,7 +51,7 @@ class EventController(Controller):
         svc.writer.log_events(rows)
         try:
             for user_id, entries in per_user.items():
-                svc.user_state.append(user_id, entries, now=max(now, max(e.ts for e in entries)))
+                await svc.user_state.append_async(user_id, entries, now=max(now, max(e.ts for e in entries)))
         except UserStateUnavailable as e:
             svc.metrics.user_state_errors.labels(op="write").inc()
             raise ServiceUnavailableException(

@@ -53,7 +53,7 @@ class RecommendationController(Controller):
         k = check_k(svc, k)
         state = serving_state(svc)
         try:
-            history = svc.user_state.get(user_id)
+            history = await svc.user_state.get_async(user_id)
         except UserStateUnavailable as e:  # degrade to the popular fallback; say so in the log and metrics
             log.warning("%s; answering without the user's history", e)
             svc.metrics.user_state_errors.labels(op="read").inc()

@@ -3,11 +3,11 @@ store adds: several workers see one history, and every worker seeding from the s
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 
 import pytest
-import redis
 
 from relevance_service.user_state import HistoryEntry, InMemoryUserState, RedisUserState
 
@@ -26,7 +26,7 @@ def make_store(request, redis_url):
     def make(**kwargs):
         if request.param == "memory":
             return InMemoryUserState(**kwargs)
-        return RedisUserState(redis.Redis.from_url(redis_url), prefix=prefix, **kwargs)
+        return RedisUserState.from_url(redis_url, prefix=prefix, **kwargs)
 
     return make
 
@@ -52,6 +52,23 @@ def test_the_same_event_twice_is_held_once(make_store):
         ("a", "click"),
         ("b", "purchase"),
     ]
+
+
+def test_the_request_handlers_async_entry_points_keep_the_contract(make_store):
+    s = make_store(max_len=2, ttl_s=100)
+
+    async def scenario() -> None:
+        assert (
+            await s.append_async("u", [e("a", NOW - 3), e("b", NOW - 2), e("old", NOW - 500)], now=NOW) == 2
+        )
+        assert await s.append_async("u", [e("b", NOW - 2)], now=NOW) == 0
+        assert await s.append_async("u", [e("c", NOW - 1)], now=NOW) == 1
+        got = await s.get_async("u", now=NOW)
+        assert [x.item_id for x in got] == ["b", "c"] == [x.item_id for x in s.get("u", now=NOW)]
+        assert await s.delete_async("u") is True and await s.delete_async("u") is False
+        assert await s.get_async("u", now=NOW) == []
+
+    asyncio.run(scenario())
 
 
 def test_entries_expire_and_old_ones_are_never_stored(make_store):

@@ -761,7 +761,7 @@ def test_redis_user_state_outage_degrades_reads_refuses_writes_and_recovers(home
     from relevance_service.user_state import RedisUserState
 
     state = RedisUserState.from_url(redis_url, prefix="outage:")
-    live = state.client
+    live = state.client, state.aclient
     with TestClient(app=create_app(settings_for(home, landing_flush_s=3600), user_state=state)) as client:
         user, items = a_user_history(model)
         post_events(client, user, items)
@@ -769,7 +769,8 @@ def test_redis_user_state_outage_degrades_reads_refuses_writes_and_recovers(home
         svc = client.app.state.service
         pending = svc.writer.pending
 
-        state.client = RedisUserState.from_url(f"redis://127.0.0.1:{free_port()}/0").client
+        dead = RedisUserState.from_url(f"redis://127.0.0.1:{free_port()}/0")
+        state.client, state.aclient = dead.client, dead.aclient
         r = client.get(f"/v1/users/{user}/recommendations")
         assert r.status_code == 200 and r.json()["strategy"] == "popular"
         ev = {"events": [{"user_id": user, "item_id": items[0], "event_type": "click"}]}
@@ -782,5 +783,5 @@ def test_redis_user_state_outage_degrades_reads_refuses_writes_and_recovers(home
         for op in ("read", "write", "delete"):
             assert f'relevance_user_state_errors_total{{op="{op}"}} 1.0' in metrics, metrics
 
-        state.client = live
+        state.client, state.aclient = live
         assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "personalized"
