@@ -69,6 +69,14 @@ Record = tuple[str | None, bytes, int]
 Batch = tuple[str, str, list[Record]]
 
 
+def rows_in(records: list[Record]) -> int:
+    return sum(n for _, _, n in records)
+
+
+def rows_in_batches(batches: list[Batch]) -> int:
+    return sum(rows_in(records) for _, _, records in batches)
+
+
 class LandingWriter:
     def __init__(
         self,
@@ -192,7 +200,7 @@ class LandingWriter:
     @property
     def retrying(self) -> int:
         """Records whose write failed and that wait for the next flush."""
-        return sum(n for _, _, recs in self._retry for _, _, n in recs) + self._in_flight[1]
+        return rows_in_batches(self._retry) + self._in_flight[1]
 
     def buffered_users(self) -> set[str]:
         """Users with records not yet written (buffered or waiting for a retry)."""
@@ -216,7 +224,7 @@ class LandingWriter:
         await self.flush()
         if self._retry:  # the store is still unreachable at shutdown: these are lost, and counted
             for key, kind, recs in self._retry:
-                n = sum(r[2] for r in recs)
+                n = rows_in(recs)
                 log.error("landing writer: shutting down with %d unwritten %s records (%s)", n, kind, key)
                 if self.metrics:
                     self.metrics.landing_dropped.labels(kind=kind).inc(n)
@@ -240,7 +248,7 @@ class LandingWriter:
             if not (files or retry):
                 return 0
             self._flushing = True
-            self._in_flight = (taken, sum(n for _, _, recs in retry for _, _, n in recs))
+            self._in_flight = (taken, rows_in_batches(retry))
             try:
                 written, failed = await asyncio.to_thread(self._write, files, retry)
             finally:
@@ -252,7 +260,7 @@ class LandingWriter:
                 failed = [f for f in failed if f[2]]
             if failed:  # back on the event loop: requests may have added rows meanwhile
                 self._retry = failed + self._retry
-                self._pending += sum(n for _, _, recs in failed for _, _, n in recs)
+                self._pending += rows_in_batches(failed)
             return written
 
     def _write(self, files: dict[str, list[Record]], retry: list[Batch]) -> tuple[int, list[Batch]]:
@@ -266,7 +274,7 @@ class LandingWriter:
             key = f"{prefix}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:6]}.jsonl"
             batches.append((key, prefix.rsplit("/", 1)[-1], recs))
         for key, kind, recs in batches:
-            n = sum(r[2] for r in recs)
+            n = rows_in(recs)
             try:
                 self.store.write_bytes(key, b"".join(r[1] for r in recs))
             except Exception as e:
@@ -284,7 +292,7 @@ class LandingWriter:
             log.warning(
                 "landing writer: %d file(s) (%d records) not written, kept for a retry: %s",
                 len(failed),
-                sum(r[2] for _, _, recs in failed for r in recs),
+                rows_in_batches(failed),
                 self.last_error,
             )
         elif retry:

@@ -36,7 +36,7 @@ import torch
 from relevance_core import bundle as bundle_format
 from relevance_core.bundle import BundleError, Manifest
 from relevance_core.features import FeatureEncoder
-from relevance_core.index import search_parameters
+from relevance_core.index import ParameterTrees
 from relevance_core.schemas import EVENT_TYPE_CODES
 from relevance_service.packed_rows import PackedRows
 from relevance_service.rerank import Promotions, boost_per_code, category_prefix_matches
@@ -132,7 +132,7 @@ class ServingBundle:
     history_length: int
     diversity_level: int
     _category_cache: dict[str, np.ndarray] = field(default_factory=dict)
-    _params_cache: dict[SearchBreadth, tuple[Any, Any]] = field(default_factory=dict)
+    _trees: ParameterTrees | None = field(default=None, repr=False)
 
     # -- loading ----------------------------------------------------------------------------------------
     @classmethod
@@ -373,13 +373,9 @@ class ServingBundle:
         if k <= 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         breadth = breadth or self.default_breadth
-        cached = self._params_cache.get(breadth)
-        if cached is None:
-            # SearchParameters objects are read-only during a search, so one per breadth is shared by
-            # concurrent calls; the shared index itself is never modified
-            cached = search_parameters(self.index, nprobe=breadth.nprobe, ef_search=breadth.ef_search)
-            self._params_cache[breadth] = cached
-        params, _keep = cached
+        if self._trees is None:  # the shared index itself is never modified; per-breadth trees are
+            self._trees = ParameterTrees(self.index)
+        params = self._trees.get(breadth.nprobe, breadth.ef_search)
         if params is None:
             scores, rows = self.index.search(q, k)
         else:
@@ -432,10 +428,13 @@ class ServingBundle:
         if len(meta) != len(rows[:3]):
             raise BundleError(f"bundle {self.version}: hydration failed")
         # the exported item tower must produce the vectors the index was built from
-        check = [r for r, m in zip(probe, self.hydrate(np.asarray(probe)), strict=True) if m["item_id"]][:3]
-        if not check:
+        described = [
+            (r, m) for r, m in zip(probe, self.hydrate(np.asarray(probe)), strict=True) if m["item_id"]
+        ]
+        if not described:
             return
-        live = self.embed_items(self.hydrate(np.asarray(check)))
+        check = [r for r, _ in described[:3]]
+        live = self.embed_items([m for _, m in described[:3]])
         stored = np.asarray(self.embeddings[check], dtype=np.float32)
         norms = np.linalg.norm(stored, axis=1) * np.linalg.norm(live, axis=1)
         cos = (stored * live).sum(1) / np.maximum(norms, 1e-12)

@@ -205,21 +205,24 @@ class RedisUserState(UserStateStore):
         aclient = redis.asyncio.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 1), **opts)
         return cls(client, aclient=aclient, **kwargs)
 
-    def _call(self, what: str, fn, *args):
+    @staticmethod
+    @contextlib.contextmanager
+    def _reachable(what: str):
+        """Redis errors as :class:`UserStateUnavailable` naming the operation."""
         import redis
 
         try:
-            return fn(*args)
+            yield
         except redis.exceptions.RedisError as e:
             raise UserStateUnavailable(f"user state store ({what}): {type(e).__name__}: {e}") from e
+
+    def _call(self, what: str, fn, *args):
+        with self._reachable(what):
+            return fn(*args)
 
     async def _acall(self, what: str, fn, *args):
-        import redis
-
-        try:
+        with self._reachable(what):
             return await fn(*args)
-        except redis.exceptions.RedisError as e:
-            raise UserStateUnavailable(f"user state store ({what}): {type(e).__name__}: {e}") from e
 
     def _decode(self, raw: list[bytes]) -> list[HistoryEntry]:
         return [HistoryEntry(*self._dec.decode(r)) for r in raw]

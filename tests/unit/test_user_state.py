@@ -1,8 +1,9 @@
-"""Recent history per user: bounded length, TTL, LRU bound, ordering, seeding from the lake."""
+"""In-process user state: what only it does (LRU bound, forgetting expired users, untracked entries) and
+seeding from the lake. The contract both stores keep (order, length, TTL, duplicates, erasure,
+concurrency) is tested on both in tests/integration/test_redis_user_state.py."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -18,35 +19,11 @@ def e(item: str, ts: float, ev: str = "view") -> HistoryEntry:
     return HistoryEntry(item, ev, ts)
 
 
-def test_bounded_length_keeps_newest_in_time_order():
-    s = InMemoryUserState(max_len=3, ttl_s=1e9)
-    s.append("u", [e("a", NOW - 5), e("b", NOW - 4)], now=NOW)
-    s.append("u", [e("c", NOW - 3), e("d", NOW - 2)], now=NOW)
-    assert [x.item_id for x in s.get("u", now=NOW)] == ["b", "c", "d"]
-
-
-def test_out_of_order_batches_are_merged_by_time():
-    s = InMemoryUserState(max_len=4, ttl_s=1e9)
-    s.append("u", [e("new", NOW - 1)], now=NOW)
-    s.append("u", [e("old", NOW - 10), e("mid", NOW - 5)], now=NOW)
-    assert [x.item_id for x in s.get("u", now=NOW)] == ["old", "mid", "new"]
-
-
-def test_ttl_drops_old_entries_and_forgets_empty_users():
+def test_a_user_whose_entries_all_expired_is_forgotten():
     s = InMemoryUserState(max_len=10, ttl_s=100)
-    s.append("u", [e("old", NOW - 150), e("fresh", NOW - 50)], now=NOW)
-    assert [x.item_id for x in s.get("u", now=NOW)] == ["fresh"]  # expired on write
-    assert [x.item_id for x in s.get("u", now=NOW + 40)] == ["fresh"]
-    assert s.get("u", now=NOW + 60) == []  # expired on read
-    assert len(s) == 0
-
-
-def test_unknown_user_and_delete():
-    s = InMemoryUserState()
-    assert s.get("nobody") == []
-    s.append("u", [e("a", NOW)], now=NOW)
-    assert s.delete("u") is True and s.delete("u") is False
-    assert s.get("u", now=NOW) == []
+    s.append("u", [e("fresh", NOW - 50)], now=NOW)
+    assert len(s) == 1
+    assert s.get("u", now=NOW + 60) == [] and len(s) == 0
 
 
 def test_lru_bound_on_number_of_users():
@@ -62,23 +39,6 @@ def test_lru_bound_on_number_of_users():
 def test_invalid_configuration_is_refused():
     with pytest.raises(ValueError):
         InMemoryUserState(max_len=0)
-
-
-def test_concurrent_appends_lose_nothing_within_bounds():
-    s = InMemoryUserState(max_len=10_000, ttl_s=1e9)
-
-    def worker(w: int) -> None:
-        for i in range(500):
-            s.append("u", [e(f"{w}-{i}", NOW + w * 1000 + i)], now=NOW + 10_000)
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    got = s.get("u", now=NOW + 10_000)
-    assert len(got) == 2000
-    assert [x.ts for x in got] == sorted(x.ts for x in got)
 
 
 def test_seed_from_lake_reads_newest_sessions_partitions(store):
