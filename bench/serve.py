@@ -4,8 +4,9 @@ What it does, in one run:
 
 1. **Bundle.** A catalog of ``--items`` listings from the marketplace generator (default 1M), a feature
    encoder fitted on it, an (untrained: latency does not depend on the weights) two-tower model exported
-   with the project's TorchScript export, item embeddings, a FAISS index built and tuned with
-   ``relevance_core.index`` (IVF for large catalogs), assembled and published with
+   with the project's TorchScript export, item embeddings, a FAISS index built with ``relevance_core.index``
+   (IVF for large catalogs) and tuned like the ``faiss_index`` asset (user-tower queries, recall@100 ≥ the
+   target + margin), assembled and published with
    ``relevance_core.publishing`` / ``bundle.publish``. Cached under ``--work-dir`` per size, so reruns
    skip this (``--rebuild`` forces it).
 2. **Server.** ``relevance serve`` in its own process on 127.0.0.1 (uvicorn, ``--workers``); user state
@@ -108,7 +109,7 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
     from relevance_core.features import FeatureEncoder
     from relevance_core.generator.catalog import build_catalog
     from relevance_core.generator.config import MarketplaceConfig
-    from relevance_core.index import build_index, tune_search
+    from relevance_core.index import RECALL_TARGET, TUNING_MARGIN, build_index, tune_search
     from relevance_core.model.config import TwoTowerConfig
     from relevance_core.model.export import script_towers
     from relevance_core.model.towers import TwoTower
@@ -149,9 +150,15 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
     timings["export_s"] = time.perf_counter() - t
     t = time.perf_counter()
     index = build_index(table, ids, seed=seed)
-    rng = np.random.default_rng(seed)
-    queries = table[rng.choice(len(table), size=min(200, len(table)), replace=False)]
-    tuned = tune_search(index, table, queries + rng.normal(0, 0.05, queries.shape).astype(np.float32), k=100)
+    # tuned like the faiss_index asset: on what the service searches with (user-tower vectors of
+    # histories like the benchmark's users'), to the recall target plus the asset's margin
+    rng = random.Random(seed + 1)
+    histories = [
+        [(i, "view", 60.0 * (10 - j)) for j, i in enumerate(rng.sample(ids, 10))] for _ in range(300)
+    ]
+    with torch.inference_mode():
+        queries = user(*encoder.encode_histories(histories, 20)).numpy()
+    tuned = tune_search(index, table, queries, k=100, target_recall=RECALL_TARGET + TUNING_MARGIN)
     timings["index_s"] = time.perf_counter() - t
     t = time.perf_counter()
     pop = pd.DataFrame(

@@ -8,12 +8,12 @@ Why it looks like this:
   as an IVF probe on this kind of machine (measured, see ``docs/benchmarks.md``), so approximate search
   would only cost recall. Above it an IVF index (``nlist ≈ 4·√N``, a power of two) is used. From
   :data:`FASTSCAN_ABOVE` items the lists hold 4-bit PQ codes of the residual to their centroid, scanned
-  with FAISS' SIMD "fast scan", and the best ``k·k_factor`` are re-ranked exactly (``RFlat``): two-tower
-  queries sit away from the item clusters, so a query's top 100 spread over ~5% of the catalog and the
-  scan dominates — 4-bit codes scan several times faster than floats. Fast-scan lists are few and long
-  (``nlist ≈ √N/2``): each probed list has a fixed cost, the codes in it are cheap. Measured at 1M items,
-  recall@100 0.95: 41× exact search, against 19× with 4·√N lists and 15× for IVF-Flat
-  (docs/benchmarks.md). Any FAISS factory string overrides the choice.
+  with FAISS' SIMD "fast scan", and the best ``k·k_factor`` (for long lists: :data:`REFINE_DEPTH`) are
+  re-ranked exactly (``RFlat``): two-tower queries sit away from the item clusters, so a query's top 100
+  spread over ~5% of the catalog and the scan dominates — 4-bit codes scan several times faster than
+  floats. Fast-scan lists are few and long (``nlist ≈ √N/2``): each probed list has a fixed cost, the
+  codes in it are cheap. Measured at 1M items, recall@100 0.95: 41× exact search, against 19× with 4·√N
+  lists and 15× for IVF-Flat (docs/benchmarks.md). Any FAISS factory string overrides the choice.
 - **The search breadth is tuned, not guessed.** After building, :func:`tune_search` picks the smallest
   ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose recall@K against exact search on held-out query vectors
   reaches the target. The chosen value travels with the index (and the bundle manifest).
@@ -58,6 +58,17 @@ FASTSCAN_LISTS_PER_SQRT = 0.5
 HNSW_QUANTIZER_FROM_NLIST = 16_384
 #: Recall@K vs exact that an approximate index must keep (the ``faiss_index`` blocking check's bar).
 RECALL_TARGET = 0.95
+#: Breadth is tuned to ``RECALL_TARGET + TUNING_MARGIN`` on half of the held-out queries and measured on
+#: the other half: tuned exactly to the target, fresh queries miss it about half the time (seen in the
+#: demo: 0.95 on the tuning half, 0.946 on the other).
+TUNING_MARGIN = 0.02
+#: How deep the exact re-rank of a refined index (``…,RFlat``) is multiplied by ``k_factor``: a top-``k``
+#: search re-ranks ``max(k, k_factor · min(k, REFINE_DEPTH))`` compressed-code candidates. The breadth is
+#: tuned at recall@100, and the first 100 of a longer list come from the same pool (or a larger one), so
+#: they keep the tuned recall; ``k_factor`` times a long list (the service's K = 500 candidates for
+#: re-ranking) would only sharpen its tail. Measured at 1M items, nprobe 42: K = 500 re-ranking 2,000
+#: candidates 742 µs, re-ranking 500 414 µs, recall@100 0.978 vs 0.971 (tuned: 0.971); docs/benchmarks.md.
+REFINE_DEPTH = 100
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -100,8 +111,20 @@ def gpu_available() -> bool:
 
 
 # -- per-call search parameters ---------------------------------------------------------------------------
-def search_parameters(index: faiss.Index, *, nprobe: int | None = None, ef_search: int | None = None):
+def refine_k_factor(k_factor: float, k: int | None, depth: int = REFINE_DEPTH) -> float:
+    """The re-rank factor of a top-``k`` search: ``k_factor`` up to ``depth`` results, then a pool of
+    ``max(k, k_factor · depth)`` (see :data:`REFINE_DEPTH`)."""
+    if k is None or k <= depth:
+        return float(k_factor)
+    return max(1.0, float(k_factor) * depth / k)
+
+
+def search_parameters(
+    index: faiss.Index, *, nprobe: int | None = None, ef_search: int | None = None, k: int | None = None
+):
     """A ``faiss.SearchParameters`` tree matching ``index``'s structure, or None for exact indexes.
+    ``k``: the number of results the tree will be used for (sets a refined index's re-rank pool,
+    :func:`refine_k_factor`); None keeps the index's own ``k_factor``.
 
     Returns ``(params, keepalive)``: SWIG does not hold references to nested parameter objects, so the
     caller keeps ``keepalive`` alive for the duration of the search.
@@ -113,7 +136,7 @@ def search_parameters(index: faiss.Index, *, nprobe: int | None = None, ef_searc
         ix = faiss.downcast_index(ix)
         if isinstance(ix, faiss.IndexRefine):
             base = build(ix.base_index)
-            p = faiss.IndexRefineSearchParameters(k_factor=float(ix.k_factor))
+            p = faiss.IndexRefineSearchParameters(k_factor=refine_k_factor(ix.k_factor, k))
             if base is not None:
                 p.base_index_params = base
             keep.append(p)
@@ -146,21 +169,22 @@ def search_parameters(index: faiss.Index, *, nprobe: int | None = None, ef_searc
 
 
 class ParameterTrees:
-    """One :func:`search_parameters` tree per breadth for one shared index, built on first use.
+    """One :func:`search_parameters` tree per breadth (and re-rank pool) for one shared index, built on
+    first use.
 
     FAISS only reads a tree during a search, so concurrent calls share it; building one per call cost
     ~25 µs, 4% of a tuned 1M-item search. The keep-alive objects stay referenced here."""
 
     def __init__(self, index: faiss.Index):
         self.index = index
-        self._trees: dict[tuple[int | None, int | None], tuple[Any, list[Any]]] = {}
+        self._trees: dict[tuple[int | None, int | None, int | None], tuple[Any, list[Any]]] = {}
 
-    def get(self, nprobe: int | None = None, ef_search: int | None = None):
-        """The tree for this breadth, or None for exact indexes."""
-        key = (nprobe, ef_search)
+    def get(self, nprobe: int | None = None, ef_search: int | None = None, k: int | None = None):
+        """The tree for this breadth and a top-``k`` search, or None for exact indexes."""
+        key = (nprobe, ef_search, k if k is not None and k > REFINE_DEPTH else None)
         tree = self._trees.get(key)
         if tree is None:
-            tree = self._trees[key] = search_parameters(self.index, nprobe=nprobe, ef_search=ef_search)
+            tree = self._trees[key] = search_parameters(self.index, nprobe=nprobe, ef_search=ef_search, k=k)
         return tree[0]
 
 
@@ -228,7 +252,7 @@ class ItemIndex:
         ef_search = ef_search if ef_search is not None else self.search_params.get("ef_search")
         if self._trees is None or self._trees.index is not self.index:
             self._trees = ParameterTrees(self.index)
-        params = self._trees.get(nprobe, ef_search)
+        params = self._trees.get(nprobe, ef_search, k)
         if params is None:
             scores, rows = self.index.search(q, k)
         else:

@@ -375,7 +375,7 @@ class ServingBundle:
         breadth = breadth or self.default_breadth
         if self._trees is None:  # the shared index itself is never modified; per-breadth trees are
             self._trees = ParameterTrees(self.index)
-        params = self._trees.get(breadth.nprobe, breadth.ef_search)
+        params = self._trees.get(breadth.nprobe, breadth.ef_search, k)
         if params is None:
             scores, rows = self.index.search(q, k)
         else:

@@ -107,6 +107,25 @@ def test_fast_scan_pq_with_exact_rerank_tunes_saves_and_reloads(tmp_path):
     np.testing.assert_allclose(top.scores[:, 0], 1.0, atol=1e-5)
 
 
+def test_long_lists_rerank_a_pool_that_keeps_the_tuned_depth():
+    # k_factor multiplies the first REFINE_DEPTH results; a longer list re-ranks a pool of at least k
+    assert I.refine_k_factor(4.0, 20) == I.refine_k_factor(4.0, I.REFINE_DEPTH) == 4.0
+    assert I.refine_k_factor(4.0, 2 * I.REFINE_DEPTH) == 2.0
+    assert I.refine_k_factor(4.0, 10 * I.REFINE_DEPTH) == 1.0
+    x, q = structured(20_000, 100, seed=6)
+    idx = I.build_index(x, np.arange(len(x)).astype(str), factory="IVF128,PQ32x4fsr,RFlat")
+    idx.search_params = {"nprobe": 4}  # narrow: the re-rank pool decides what is found
+    params, _keep = I.search_parameters(idx.index, nprobe=4, k=500)
+    assert params.k_factor == 1.0
+    assert I.search_parameters(idx.index, nprobe=4)[0].k_factor == faiss.downcast_index(idx.index).k_factor
+    # the first 100 of a top-500 search come from a pool (500) that holds the top-100 search's (400):
+    # they are found at least as well, while the search re-ranks 500 candidates instead of 2,000
+    truth = I.exact_topk(x, q, 100)[1]
+    r100 = I.recall_at_k(idx.search(q, 100).rows, truth, 100)
+    r500 = I.recall_at_k(idx.search(q, 500).rows[:, :100], truth, 100)
+    assert r500 >= r100 and r100 < 1.0
+
+
 def test_search_parameters_are_per_call_not_global():
     x, q = structured(5_000, 50, seed=2)
     idx = I.build_index(x, np.arange(5_000).astype(str), factory="IVF64,Flat")

@@ -24,7 +24,7 @@ from relevance_assets.resources import StorageResource
 from relevance_core import bundle as B
 from relevance_core import publishing as P
 from relevance_core.evaluation import gates as G
-from relevance_core.index import FLAT_CROSSOVER, MIN_ANN_SPEEDUP, RECALL_TARGET
+from relevance_core.index import FLAT_CROSSOVER, MIN_ANN_SPEEDUP, RECALL_TARGET, TUNING_MARGIN
 from relevance_core.storage import ArtifactStore
 
 MODEL_GROUP = "model"
@@ -134,9 +134,8 @@ class FaissIndexConfig(dg.Config):
     recall_k: int = 100
     target_recall: float = RECALL_TARGET
     #: Search breadth is tuned on one half of the held-out queries to ``target_recall + tuning_margin`` and
-    #: measured on the other half: tuning exactly to the target fails the check on fresh queries about
-    #: half the time (seen in the demo: 0.95 on the tuning half, 0.946 on the other).
-    tuning_margin: float = 0.02
+    #: measured on the other half (``relevance_core.index.TUNING_MARGIN`` says why).
+    tuning_margin: float = TUNING_MARGIN
     #: With the size-based choice, the tuned ANN is kept only if it is at least this much faster than
     #: exact search on the held-out queries (``relevance_core.index.keep_ann_if_faster``); 0 keeps it always.
     min_ann_speedup: float = MIN_ANN_SPEEDUP
