@@ -276,7 +276,9 @@ class ServingState:
         return self.bundle.row_of.get(item_id)
 
     def rows_of(self, item_ids: list[str]) -> np.ndarray:
-        rows = [r for r in map(self.row_of, item_ids) if r is not None]
+        """Global rows of the known ids among ``item_ids`` (unknown ones are left out)."""
+        lookup = self.row_of if self.overlay.data.index else self.bundle.row_of.get
+        rows = [r for r in map(lookup, item_ids) if r is not None]
         return np.asarray(rows, dtype=np.int64)
 
     def embedding_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -325,18 +327,11 @@ class ServingState:
 
     # -- candidates -------------------------------------------------------------------------------------------
     def main_candidates(self, rows: np.ndarray, scores: np.ndarray, *, distinct: bool = False) -> Candidates:
-        b = self.bundle
         return Candidates(
             rows=rows,
             scores=scores.astype(np.float32, copy=False),
             available=self.overlay.main_available[rows],
-            path_code=b.path_code[rows],
-            diversity_code=b.diversity_code[rows],
-            seller_code=b.seller_code[rows],
-            location_code=b.location_code[rows],
-            price=b.price[rows],
-            popularity=b.popularity[rows],
-            boost=b.boost[rows],
+            **self.bundle.rule_columns(rows),
             distinct=distinct,
         )
 

@@ -246,23 +246,30 @@ class Recommender:
         slate.reasons = out
 
     def _history_reasons(self, state: ServingState, slate: Slate, history: list[HistoryEntry]) -> None:
-        """ "similar to <item> you viewed": the history item whose embedding is closest to each result."""
+        """ "similar to <item> you viewed": of the 10 items most recently interacted with, the one whose
+        embedding is closest to each result (with the latest event type on it)."""
         todo = [i for i, r in enumerate(slate.reasons) if not r]
         if not todo:
             return
         latest: dict[str, str] = {}
         for e in history:
+            latest.pop(e.item_id, None)  # re-inserted: the order is that of each item's latest event
             latest[e.item_id] = e.event_type
-        ids = list(latest)[-10:]
-        hrows = state.rows_of(ids)
-        if len(hrows) == 0:
+        known, rows = [], []
+        for iid in list(latest)[-10:]:
+            r = state.row_of(iid)
+            if r is not None:
+                known.append(iid)
+                rows.append(r)
+        if not rows:
             for i in todo:
                 slate.reasons[i] = "recommended for you"
             return
-        known = [iid for iid in ids if state.row_of(iid) is not None]
-        sims = state.embedding_rows(slate.rows[todo]) @ state.embedding_rows(hrows).T
-        best = sims.argmax(axis=1).tolist()
-        metas = state.hydrate(hrows)
-        titles = [(m or {}).get("title") or iid for m, iid in zip(metas, known, strict=True)]
+        # one embedding gather for both sides, and metadata only for the history items that are named
+        emb = state.embedding_rows(np.concatenate([slate.rows[todo], np.asarray(rows, dtype=np.int64)]))
+        best = (emb[: len(todo)] @ emb[len(todo) :].T).argmax(axis=1).tolist()
+        named = sorted(set(best))
+        metas = state.hydrate(np.asarray([rows[j] for j in named], dtype=np.int64))
+        titles = {j: (m or {}).get("title") or known[j] for j, m in zip(named, metas, strict=True)}
         for i, j in zip(todo, best, strict=True):
             slate.reasons[i] = f"similar to {titles[j]} you {_VERBS.get(latest[known[j]], 'viewed')}"

@@ -132,6 +132,18 @@ class Filters:
         return self.category_codes is not None or self.max_price is not None or self.location_code is not None
 
 
+#: Up to this many values, :func:`member` compares directly instead of calling ``np.isin``.
+SMALL_SET = 64
+
+
+def member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """``np.isin(values, of)``. For the sets a request brings (a history's seen items, a query item, a
+    category's few path codes) a broadcast comparison costs ~5 µs against ``np.isin``'s ~35 µs (it sorts)."""
+    if len(of) <= SMALL_SET:
+        return (values[:, None] == of[None, :]).any(axis=1)
+    return np.isin(values, of)
+
+
 def apply_filters(c: Candidates, f: Filters) -> tuple[np.ndarray, dict[str, int]]:
     """Find candidates that must never be shown; return the survivors' indices and removals per rule.
 
@@ -158,11 +170,11 @@ def apply_filters(c: Candidates, f: Filters) -> tuple[np.ndarray, dict[str, int]
         rule(RULE_DUPLICATE, uniq)
     rule(RULE_UNAVAILABLE, c.available)
     if len(f.query_rows):
-        rule(RULE_QUERY_ITEM, ~np.isin(c.rows, f.query_rows))
+        rule(RULE_QUERY_ITEM, ~member(c.rows, f.query_rows))
     if len(f.exclude_rows):
-        rule(RULE_SEEN, ~np.isin(c.rows, f.exclude_rows))
+        rule(RULE_SEEN, ~member(c.rows, f.exclude_rows))
     if f.category_codes is not None:
-        rule(RULE_CATEGORY, np.isin(c.path_code, f.category_codes))
+        rule(RULE_CATEGORY, member(c.path_code, f.category_codes))
     if f.max_price is not None:
         with np.errstate(invalid="ignore"):
             rule(RULE_MAX_PRICE, c.price <= f.max_price)  # unknown price (NaN) never passes
@@ -189,29 +201,32 @@ def diversify_caps(
     max_per_seller: int,
 ) -> np.ndarray:
     """Greedy: walk ``order`` (indices, best first), skip an item whose category or seller is at its cap;
-    if that leaves fewer than ``k``, fill with the skipped items in order. Returns indices (≤ k)."""
+    if that leaves fewer than ``k``, fill with the skipped items in order. Returns indices (≤ k).
+
+    The walk reads the codes in chunks of ``4·k`` (a page is usually full long before the end of ~500
+    candidates, and converting all of them to Python values was most of the cost)."""
     if max_per_category <= 0 and max_per_seller <= 0:
         return order[:k]
     chosen: list[int] = []
     skipped: list[int] = []
     per_cat: dict[int, int] = {}
     per_seller: dict[int, int] = {}
-    cat_list = category.tolist()
-    seller_list = seller.tolist()
-    for i in order.tolist():
-        cat, sel = cat_list[i], seller_list[i]
-        if max_per_category > 0 and cat >= 0 and per_cat.get(cat, 0) >= max_per_category:
-            skipped.append(i)
-            continue
-        if max_per_seller > 0 and sel >= 0 and per_seller.get(sel, 0) >= max_per_seller:
-            skipped.append(i)
-            continue
-        chosen.append(i)
-        per_cat[cat] = per_cat.get(cat, 0) + 1
-        per_seller[sel] = per_seller.get(sel, 0) + 1
-        if len(chosen) >= k:
-            break
-    if len(chosen) < k and skipped:
+    step = max(4 * k, 32)
+    for start in range(0, len(order), step):
+        part = order[start : start + step]
+        for i, cat, sel in zip(part.tolist(), category[part].tolist(), seller[part].tolist(), strict=True):
+            if max_per_category > 0 and cat >= 0 and per_cat.get(cat, 0) >= max_per_category:
+                skipped.append(i)
+                continue
+            if max_per_seller > 0 and sel >= 0 and per_seller.get(sel, 0) >= max_per_seller:
+                skipped.append(i)
+                continue
+            chosen.append(i)
+            per_cat[cat] = per_cat.get(cat, 0) + 1
+            per_seller[sel] = per_seller.get(sel, 0) + 1
+            if len(chosen) >= k:
+                return np.asarray(chosen, dtype=np.int64)
+    if skipped:
         chosen.extend(skipped[: k - len(chosen)])
         # keep score order among what was chosen: the page reads best-first
         rank = {idx: pos for pos, idx in enumerate(order.tolist())}
@@ -264,23 +279,22 @@ def rerank(
     falls back to caps.
     """
     idx, filtered = apply_filters(c, f)
-    kept = c.take(idx)
-    if len(kept) == 0:
+    if len(idx) == 0:
         return RerankResult(Candidates.empty(), np.zeros(0, dtype=np.float32), filtered, 0)
-    scores = adjusted_scores(kept, cfg)
-    order = np.argsort(-scores, kind="stable")
+    # scores of every candidate (vectorised, cheap), ranked among the survivors; indices stay into ``c``,
+    # so only the chosen few are copied out
+    scores = adjusted_scores(c, cfg)
+    order = idx[np.argsort(-scores[idx], kind="stable")]
     if cfg.diversity == "mmr" and embeddings is not None:
-        emb = np.asarray(embeddings)[idx]
         top = order[: max(4 * k, 50)]
-        pick = diversify_mmr(scores[top], emb[top], k, cfg.mmr_lambda)
-        sel = top[pick]
+        sel = top[diversify_mmr(scores[top], np.asarray(embeddings)[top], k, cfg.mmr_lambda)]
     elif cfg.diversity == "none":
         sel = order[:k]
     else:
         sel = diversify_caps(
-            order, kept.diversity_code, kept.seller_code, k, cfg.max_per_category, cfg.max_per_seller
+            order, c.diversity_code, c.seller_code, k, cfg.max_per_category, cfg.max_per_seller
         )
-    return RerankResult(kept.take(sel), scores[sel], filtered, len(kept))
+    return RerankResult(c.take(sel), scores[sel], filtered, len(idx))
 
 
 # -- promotions -----------------------------------------------------------------------------------------

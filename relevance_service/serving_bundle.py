@@ -45,6 +45,20 @@ log = logging.getLogger(__name__)
 
 #: Optional bundle file with promotions/boosts (checksummed like every other file when present).
 PROMOTIONS_FILE = "promotions.json"
+#: The per-row columns the business rules read for each candidate, as one 32-byte record per item: a
+#: request gathers ~500 random rows of a 1M-item catalog, and one record per row is one cache miss where
+#: seven column arrays were seven (21 vs 65 µs; the columns themselves stay for full-catalog scans).
+RULE_RECORD = np.dtype(
+    [
+        ("path_code", np.int32),
+        ("diversity_code", np.int32),
+        ("seller_code", np.int32),
+        ("location_code", np.int32),
+        ("price", np.float64),
+        ("popularity", np.float32),
+        ("boost", np.float32),
+    ]
+)
 #: Metadata columns returned with every recommended item (the description is not: it is long and unused).
 HYDRATION_COLUMNS = (
     "item_id",
@@ -133,6 +147,13 @@ class ServingBundle:
     diversity_level: int
     _category_cache: dict[str, np.ndarray] = field(default_factory=dict)
     _trees: ParameterTrees | None = field(default=None, repr=False)
+    _rule_records: np.ndarray = field(init=False, repr=False)  # int32 [N, 8]: RULE_RECORD per row
+
+    def __post_init__(self) -> None:
+        rec = np.empty(len(self.path_code), dtype=RULE_RECORD)
+        for name in RULE_RECORD.names:
+            rec[name] = getattr(self, name)
+        self._rule_records = rec.view(np.int32).reshape(len(rec), RULE_RECORD.itemsize // 4)
 
     # -- loading ----------------------------------------------------------------------------------------
     @classmethod
@@ -396,6 +417,11 @@ class ServingBundle:
             if len(self._category_cache) < 4096:
                 self._category_cache[key] = hit
         return hit
+
+    def rule_columns(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The :data:`RULE_RECORD` columns of bundle ``rows`` (views into one gathered block)."""
+        rec = np.take(self._rule_records, rows, axis=0).view(RULE_RECORD).reshape(-1)
+        return {name: rec[name] for name in RULE_RECORD.names}
 
     def hydrate(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """Metadata dicts for bundle rows (all < n_items), fresh per call."""
