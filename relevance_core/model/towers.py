@@ -240,8 +240,9 @@ class UserTower(nn.Module):
             seq = torch.cat([x * vf, q], dim=1)
             keys = torch.cat([valid, torch.ones((B, 1), dtype=torch.bool, device=x.device)], dim=1)
             T = L + 1
-            causal = torch.ones((T, T), dtype=torch.bool, device=x.device).tril()
-            eye = torch.eye(T, dtype=torch.bool, device=x.device)
+            at = torch.arange(T, device=x.device)
+            causal = at.unsqueeze(1) >= at.unsqueeze(0)  # row i may see columns j <= i
+            eye = at.unsqueeze(1) == at.unsqueeze(0)
             # a token attends to earlier valid tokens and always to itself (no all-masked row → no NaN)
             allowed = ((causal.unsqueeze(0) & keys.unsqueeze(1)) | eye.unsqueeze(0)).unsqueeze(1)
             for block in self.blocks:

@@ -66,11 +66,11 @@ def build_response(
             )
         )
     metrics = svc.metrics
-    metrics.recommendations.labels(strategy=slate.strategy).inc()
+    metrics.child(metrics.recommendations, slate.strategy).inc()
     if slate.filtered:
         metrics.count_filtered(slate.filtered)
     if slate.widened:
-        metrics.widened.labels(stage=slate.widened).inc()
+        metrics.child(metrics.widened, slate.widened).inc()
     svc.writer.log_slate(
         request_id, svc.pseudonymize(user_id), state.version, slate.strategy, ids, [i.score for i in items]
     )

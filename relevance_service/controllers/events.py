@@ -46,7 +46,7 @@ class EventController(Controller):
                     "device_type": ev.device_type,
                 }
             )
-            svc.metrics.events.labels(event_type=str(ev.event_type)).inc()
+            svc.metrics.child(svc.metrics.events, str(ev.event_type)).inc()
         # landing first: if the user state is unreachable the events are still kept for training
         svc.writer.log_events(rows)
         try:
