@@ -1,12 +1,26 @@
-"""The landing writer's accounting while a flush is writing: "nothing pending" must mean written."""
+"""The landing writer's accounting while a flush is writing: "nothing pending" must mean written; its
+timestamp text."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+from datetime import UTC, datetime
 
 from relevance_core.storage import LocalStore
-from relevance_service.impressions import LandingWriter
+from relevance_service.impressions import LandingWriter, iso_utc
+
+
+def test_timestamp_text_is_datetimes_to_the_millisecond():
+    # the cached per-second prefix must give exactly what datetime gives, across second boundaries and
+    # at fractions that round up into the next second
+    rng = random.Random(0)
+    stamps = [1.7e9 + s + f for s in range(3) for f in (0.0, 0.0004995, 0.9994999, 0.9999995, 0.9999999)]
+    stamps += [rng.uniform(0, 4e9) for _ in range(20_000)]
+    for ts in stamps:
+        want = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        assert iso_utc(ts) == want, ts
 
 
 class GatedStore(LocalStore):

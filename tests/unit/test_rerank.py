@@ -23,6 +23,7 @@ from relevance_service.rerank import (
     category_prefix_matches,
     diversify_caps,
     diversify_mmr,
+    member,
     rerank,
 )
 
@@ -111,6 +112,67 @@ def test_diversity_caps_per_category_and_seller_then_fill():
     seller = np.array([9, 9, 9, 1, 2, 3, 4, 5])
     picked = diversify_caps(order, np.arange(8), seller, 4, max_per_category=0, max_per_seller=1)
     assert picked.tolist() == [0, 3, 4, 5]
+
+
+def _caps_reference(order, cat, seller, k, max_cat, max_seller):
+    """The greedy rule written plainly (one pass over everything, then the fill)."""
+    chosen, skipped, per_cat, per_seller = [], [], {}, {}
+    for i in order.tolist():
+        c, s = int(cat[i]), int(seller[i])
+        if (max_cat > 0 and c >= 0 and per_cat.get(c, 0) >= max_cat) or (
+            max_seller > 0 and s >= 0 and per_seller.get(s, 0) >= max_seller
+        ):
+            skipped.append(i)
+        elif len(chosen) < k:
+            chosen.append(i)
+            per_cat[c] = per_cat.get(c, 0) + 1
+            per_seller[s] = per_seller.get(s, 0) + 1
+    if len(chosen) < k:
+        rank = {i: p for p, i in enumerate(order.tolist())}
+        chosen = sorted(chosen + skipped[: k - len(chosen)], key=rank.__getitem__)
+    return chosen
+
+
+def test_diversity_caps_walk_past_a_chunk_of_capped_items():
+    # 100 items of one category ahead of the rest: the walk must cross several chunks (4·k codes each)
+    cat = np.array([0] * 100 + [1, 2, 3])
+    seller = np.arange(103)
+    order = np.arange(103)
+    assert diversify_caps(order, cat, seller, 3, max_per_category=1, max_per_seller=0).tolist() == [
+        0,
+        100,
+        101,
+    ]
+    # and the same greedy choice as the plain rule on random rankings, codes (incl. unknown -1) and caps
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 300))
+        cat, seller = rng.integers(-1, 6, n), rng.integers(-1, 12, n)
+        order = rng.permutation(n)
+        k, mc, ms = int(rng.integers(1, 40)), int(rng.integers(0, 4)), int(rng.integers(0, 4))
+        got = diversify_caps(order, cat, seller, k, max_per_category=mc, max_per_seller=ms).tolist()
+        want = order[:k].tolist() if mc <= 0 and ms <= 0 else _caps_reference(order, cat, seller, k, mc, ms)
+        assert got == want
+
+
+def test_member_is_isin_for_small_and_large_sets():
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 1_000, 500)
+    for m in (0, 1, 10, 64, 65, 300):
+        of = rng.integers(0, 1_000, m)
+        np.testing.assert_array_equal(member(values, of), np.isin(values, of))
+    assert member(np.zeros(0, np.int64), np.arange(3)).shape == (0,)
+
+
+def test_rerank_mmr_embeddings_stay_aligned_with_candidates_after_filters():
+    # item 0 is unavailable; items 1 and 2 are near-duplicates: MMR must pick 1 then 3, reading the
+    # embedding of each candidate (not of its position among the survivors)
+    emb = np.array([[0, 1], [1, 0], [0.99, 0.14], [0.6, 0.8]], dtype=np.float32)
+    c = cands(4, available=[0, 1, 1, 1], scores=[1.0, 0.9, 0.89, 0.6])
+    cfg = RerankConfig(diversity="mmr", mmr_lambda=0.5, popularity_penalty=0)
+    res = rerank(c, Filters(), 2, cfg, embeddings=emb)
+    assert res.chosen.rows.tolist() == [1, 3]
+    assert res.filtered == {RULE_UNAVAILABLE: 1} and res.survivors == 3
 
 
 def test_rerank_applies_caps_from_config():
