@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,10 @@ class S3Store(ArtifactStore):
         self.prefix = _clean_key(prefix)
         self.base_uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="relevance-s3-cache-"))
+        if cache_dir is None:
+            # a cache this store made is its own to remove, when the store is collected or the process
+            # exits (each store used to leave one behind in the temp dir: hundreds over a test run)
+            weakref.finalize(self, shutil.rmtree, str(self.cache_dir), True)
 
     def _k(self, key: str) -> str:
         key = _clean_key(key)

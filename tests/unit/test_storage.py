@@ -222,6 +222,26 @@ def test_s3_unreachable_is_a_store_error(tmp_path):
         S3Store(client, "b").read_bytes("k")
 
 
+def test_s3_store_removes_only_the_cache_it_made(s3_endpoint, tmp_path):
+    import gc
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="cache-owner")
+    client.put_object(Bucket="cache-owner", Key="home/t/f.txt", Body=b"x")
+    made = S3Store(client, "cache-owner", "home")
+    local = made.local_dir("t")
+    assert (local / "f.txt").read_bytes() == b"x"
+    own_dir = made.cache_dir
+    given = S3Store(client, "cache-owner", "home", cache_dir=tmp_path / "given")
+    given.local_dir("t")
+    del made, given
+    gc.collect()
+    assert not own_dir.exists()  # made in the temp dir by the store: gone with it
+    assert (tmp_path / "given" / "t" / "f.txt").exists()  # the caller's directory is the caller's
+
+
 def test_s3_replace_dir_keeps_one_previous_version_only(s3_endpoint, tmp_path):
     store = _s3_store(s3_endpoint, tmp_path)
     for v in range(4):
