@@ -120,26 +120,12 @@ def test_two_workers_share_one_history_and_the_key_expires(redis_url):
 def test_every_worker_seeding_from_the_same_lake_stores_it_once(redis_url, store):
     from datetime import UTC, datetime, timedelta
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from lake_sessions import write_sessions
 
     from relevance_service.user_state import seed_from_lake
 
     t = datetime.now(UTC) - timedelta(hours=1)
-    table = pa.Table.from_pylist(
-        [{"user_id": "u1", "item_ids": ["a", "b"], "event_types": ["view", "click"], "timestamps": [t, t]}],
-        schema=pa.schema(
-            [
-                ("user_id", pa.string()),
-                ("item_ids", pa.list_(pa.string())),
-                ("event_types", pa.list_(pa.string())),
-                ("timestamps", pa.list_(pa.timestamp("us", tz="UTC"))),
-            ]
-        ),
-    )
-    d = store.local_dir("lake/sessions/date=2026-01-01")
-    d.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, d / "part-0.parquet")
+    write_sessions(store, "2026-01-01", [("u1", ["a", "b"], ["view", "click"], [t, t])])
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     workers = [RedisUserState.from_url(redis_url, prefix=prefix) for _ in range(2)]
     assert [seed_from_lake(w, store) for w in workers] == [1, 0]  # the second found it all there

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from lake_sessions import write_sessions
 
 from relevance_service.user_state import HistoryEntry, InMemoryUserState, seed_from_lake
 
@@ -43,38 +42,14 @@ def test_invalid_configuration_is_refused():
 
 def test_seed_from_lake_reads_newest_sessions_partitions(store):
     now = datetime.now(UTC).replace(microsecond=0)
-    schema = pa.schema(
-        [
-            ("session_key", pa.string()),
-            ("user_id", pa.string()),
-            ("item_ids", pa.list_(pa.string())),
-            ("event_types", pa.list_(pa.string())),
-            ("timestamps", pa.list_(pa.timestamp("us", tz="UTC"))),
-        ]
-    )
-
-    def part(date: str, rows: list[tuple]) -> None:
-        t = pa.Table.from_pylist(
-            [
-                {
-                    "session_key": f"{u}-{date}",
-                    "user_id": u,
-                    "item_ids": items,
-                    "event_types": evs,
-                    "timestamps": ts,
-                }
-                for u, items, evs, ts in rows
-            ],
-            schema=schema,
-        )
-        d = store.local_dir(f"lake/sessions/date={date}")
-        d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(t, d / "part-0.parquet")
-
     t1, t2 = now - timedelta(hours=2), now - timedelta(hours=1)
-    part("2026-01-01", [("old-user", ["z"], ["view"], [t1])])  # outside the last `days` partitions
-    part("2026-01-02", [("u1", ["a", "b"], ["view", "purchase"], [t1, t1 + timedelta(seconds=5)])])
-    part("2026-01-03", [("u1", ["c"], ["click"], [t2]), (None, ["anon"], ["view"], [t2])])
+    write_sessions(
+        store, "2026-01-01", [("old-user", ["z"], ["view"], [t1])]
+    )  # outside the last `days` partitions
+    write_sessions(
+        store, "2026-01-02", [("u1", ["a", "b"], ["view", "purchase"], [t1, t1 + timedelta(seconds=5)])]
+    )
+    write_sessions(store, "2026-01-03", [("u1", ["c"], ["click"], [t2]), (None, ["anon"], ["view"], [t2])])
     s = InMemoryUserState(ttl_s=86400)
     n = seed_from_lake(s, store, days=2)
     assert n == 1
@@ -88,20 +63,7 @@ def test_seed_from_lake_reads_newest_sessions_partitions(store):
 
 def test_seed_skips_and_reports_histories_older_than_the_ttl(store, caplog):
     old = datetime.now(UTC) - timedelta(days=40)
-    t = pa.Table.from_pylist(
-        [{"user_id": "u-old", "item_ids": ["a"], "event_types": ["view"], "timestamps": [old]}],
-        schema=pa.schema(
-            [
-                ("user_id", pa.string()),
-                ("item_ids", pa.list_(pa.string())),
-                ("event_types", pa.list_(pa.string())),
-                ("timestamps", pa.list_(pa.timestamp("us", tz="UTC"))),
-            ]
-        ),
-    )
-    d = store.local_dir("lake/sessions/date=2026-01-01")
-    d.mkdir(parents=True, exist_ok=True)
-    pq.write_table(t, d / "part-0.parquet")
+    write_sessions(store, "2026-01-01", [("u-old", ["a"], ["view"], [old])])
     with caplog.at_level("WARNING", logger="relevance_service.user_state"):
         assert seed_from_lake(InMemoryUserState(ttl_s=30 * 86400), store) == 0
     assert "1 users' lake histories are all older than the state TTL" in caplog.text
