@@ -112,6 +112,7 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
     from relevance_core.index import RECALL_TARGET, TUNING_MARGIN, build_index, tune_search
     from relevance_core.model.config import TwoTowerConfig
     from relevance_core.model.export import script_towers
+    from relevance_core.model.onnx_encoder import export_user_encoder
     from relevance_core.model.towers import TwoTower
     from relevance_core.publishing import assemble_bundle
     from relevance_core.storage import LocalStore
@@ -143,6 +144,9 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
     user, item = script_towers(model)
     user.save(str(model_dir / B.USER_TOWER))
     item.save(str(model_dir / B.ITEM_TOWER))
+    export_user_encoder(
+        model, model_dir, item_table=user.item_table
+    )  # what the service runs, like a trained bundle
     (model_dir / B.FEATURES).write_text(encoder.to_json())
     # the user tower's baked item table is the item tower over every vocabulary row (row 0 = padding)
     table = user.item_table.numpy()[1:]
@@ -396,6 +400,8 @@ async def _load(
     connections: int,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
+    # latencies on a fine clock: uvloop's loop.time() counts whole milliseconds
+    clock = time.perf_counter
     # open loop: a request that cannot even be sent because this many are already outstanding counts as
     # an error (the server is not keeping up); without a cap a stalled server would be buried under
     # thousands of queued requests and the next phase would measure the backlog
@@ -452,7 +458,7 @@ async def _load(
             return
         idle.append(c)
         if measure:
-            lat.append(loop.time() - t_sched)
+            lat.append(clock() - t_sched)
             sent_at.append(t_sched)
             done += 1
             personalized += pers
@@ -463,12 +469,12 @@ async def _load(
     cpu0 = time.process_time()
     if mode == "open":
         tasks = set()
-        start = loop.time() + 0.05
+        start = clock() + 0.05
         n_warm, n = int(rate * warmup), int(rate * (warmup + duration))
         t_measure = start + warmup
         for i in range(n):
             t = start + i / rate
-            delay = t - loop.time()
+            delay = t - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             if in_flight >= max_in_flight:
@@ -479,14 +485,14 @@ async def _load(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*list(tasks))
-        wall = loop.time() - t_measure
+        wall = clock() - t_measure
     else:
-        stop_warm = loop.time() + warmup
+        stop_warm = clock() + warmup
         end = stop_warm + duration
 
         async def worker() -> None:
-            while loop.time() < end:
-                t = loop.time()
+            while clock() < end:
+                t = clock()
                 await one(t, t >= stop_warm)
 
         await asyncio.gather(*[worker() for _ in range(concurrency)])

@@ -17,6 +17,10 @@ Layout of ``artifacts/bundles/<version>/``:
 ``embeddings.npy``     float32 [N, D] item embeddings in the same row order ("similar items", re-adds).
 ``items.parquet``      hydration metadata: the canonical item columns.
 ``popularity.parquet`` ``item_id, score, category_l1`` (cold-start fallback, popularity penalty).
+``user_encoder.onnx``  optional: the user tower's sequence encoder alone, for ONNX Runtime (about half the
+                       tower's time per request); it reads ``user_tower.pt``'s item table. Without it, or
+                       without ``onnxruntime``, the service runs ``user_tower.pt``
+                       (``relevance_core.model.onnx_encoder``).
 =====================  =====================================================================================
 
 Publishing writes the whole directory, verifies every checksum, and only then replaces ``artifacts/LATEST``
@@ -48,6 +52,8 @@ ITEM_IDS = "item_ids.parquet"
 EMBEDDINGS = "embeddings.npy"
 ITEMS = "items.parquet"
 POPULARITY = "popularity.parquet"
+
+USER_ENCODER_ONNX = "user_encoder.onnx"
 
 REQUIRED_FILES = (USER_TOWER, ITEM_TOWER, FEATURES, INDEX, ITEM_IDS, EMBEDDINGS, ITEMS, POPULARITY)
 

@@ -30,6 +30,8 @@ from relevance_core.storage import ArtifactStore
 
 #: Files a model directory (``artifacts/models/<model_version>/``) must provide to the bundle.
 MODEL_FILES = (B.USER_TOWER, B.ITEM_TOWER, B.FEATURES)
+#: Files a model directory may provide (copied, and checksummed like the rest, when present).
+OPTIONAL_MODEL_FILES = (B.USER_ENCODER_ONNX,)
 #: Optional JSON files of the model directory whose content goes into ``manifest.model``.
 MODEL_JSON = ("config.json", "metrics.json")
 
@@ -123,7 +125,7 @@ def assemble_bundle(
     emb = np.ascontiguousarray(embeddings, dtype=np.float32)
     if emb.shape != (len(index), index.dim):
         raise B.BundleError(f"embeddings {emb.shape} do not match the index ({len(index)}, {index.dim})")
-    for name in MODEL_FILES:
+    for name in MODEL_FILES + tuple(f for f in OPTIONAL_MODEL_FILES if (model_dir / f).is_file()):
         shutil.copyfile(model_dir / name, dest / name)
     index.save(dest)  # index.faiss + item_ids.parquet
     np.save(dest / B.EMBEDDINGS, emb)

@@ -233,6 +233,7 @@ class BundleReloader:
             diversity_level=s.diversity_category_level,
             promotions=svc.promotions,
             verify=False,  # fetch just verified it
+            user_tower_runtime=s.user_tower_runtime,
         )
         return ServingState(b, LiveOverlay.build(b, svc.catalog))
 

@@ -139,6 +139,8 @@ class BundleResponse(msgspec.Struct, kw_only=True):
     live_items: int
     dim: int
     search: dict[str, Any]
+    #: what runs the user tower: ``onnxruntime`` (the bundle's ``user_encoder.onnx``) or ``torchscript``
+    user_tower_runtime: str
     manifest: dict[str, Any]
 
 

@@ -37,6 +37,7 @@ from relevance_core import bundle as bundle_format
 from relevance_core.bundle import BundleError, Manifest
 from relevance_core.features import FeatureEncoder
 from relevance_core.index import ParameterTrees
+from relevance_core.model.onnx_encoder import OnnxUserEncoder, onnx_runtime_available
 from relevance_core.schemas import EVENT_TYPE_CODES
 from relevance_service.packed_rows import PackedRows
 from relevance_service.rerank import Promotions, boost_per_code, category_prefix_matches
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Optional bundle file with promotions/boosts (checksummed like every other file when present).
 PROMOTIONS_FILE = "promotions.json"
+#: Largest |ONNX − TorchScript| user-vector difference a bundle may show at load (export checks 1e-5)
+ONNX_TOLERANCE = 1e-4
 #: The per-row columns the business rules read for each candidate, as one 32-byte record per item: a
 #: request gathers ~500 random rows of a 1M-item catalog, and one record per row is one cache miss where
 #: seven column arrays were seven (21 vs 65 µs; the columns themselves stay for full-catalog scans).
@@ -145,6 +148,8 @@ class ServingBundle:
     default_breadth: SearchBreadth
     history_length: int
     diversity_level: int
+    #: ONNX Runtime twin of the user tower's encoder (``user_encoder.onnx``); None: TorchScript serves
+    user_encoder: OnnxUserEncoder | None = None
     _category_cache: dict[str, np.ndarray] = field(default_factory=dict)
     _trees: ParameterTrees | None = field(default=None, repr=False)
     _rule_records: np.ndarray = field(init=False, repr=False)  # int32 [N, 8]: RULE_RECORD per row
@@ -168,6 +173,7 @@ class ServingBundle:
         diversity_level: int = 2,
         promotions: Promotions | None = None,
         verify: bool = True,
+        user_tower_runtime: str = "auto",
     ) -> ServingBundle:
         """Load and check a bundle directory; raise :class:`BundleError` if anything is wrong with it."""
         path = Path(path)
@@ -183,6 +189,7 @@ class ServingBundle:
                 history_length=history_length,
                 diversity_level=diversity_level,
                 promotions=promotions,
+                user_tower_runtime=user_tower_runtime,
             )
         except BundleError:
             raise
@@ -203,8 +210,12 @@ class ServingBundle:
         history_length: int | None,
         diversity_level: int,
         promotions: Promotions | None,
+        user_tower_runtime: str,
     ) -> ServingBundle:
-        user_tower = _frozen(torch.jit.load(str(path / bundle_format.USER_TOWER), map_location="cpu").eval())
+        user_tower = torch.jit.load(str(path / bundle_format.USER_TOWER), map_location="cpu").eval()
+        user_encoder = _onnx_encoder(path, manifest, user_tower, user_tower_runtime)
+        if user_encoder is None:
+            user_tower = _frozen(user_tower)
         item_tower = torch.jit.load(str(path / bundle_format.ITEM_TOWER), map_location="cpu").eval()
         encoder = FeatureEncoder.from_json((path / bundle_format.FEATURES).read_bytes())
         index = faiss.read_index(str(path / bundle_format.INDEX))
@@ -334,6 +345,7 @@ class ServingBundle:
             default_breadth=breadth,
             history_length=int(history_length or manifest.history_length or encoder.history_length),
             diversity_level=diversity_level,
+            user_encoder=user_encoder,
         )
 
     # -- model calls --------------------------------------------------------------------------------------
@@ -345,12 +357,21 @@ class ServingBundle:
     def dim(self) -> int:
         return int(self.manifest.dim)
 
+    @property
+    def user_tower_runtime(self) -> str:
+        return "onnxruntime" if self.user_encoder is not None else "torchscript"
+
     def user_vector(self, history: list[tuple[str, str, float]]) -> np.ndarray | None:
         """``[(item_id, event_type, age_s)]`` oldest first → float32 [1, D]; None when no history item is
         known to the model (then the tower would only see padding: the caller falls back to popular)."""
         rows, events, ages = self.encode_history(history)
         if rows is None:
             return None
+        if self.user_encoder is not None:
+            return self.user_encoder(rows.numpy(), events.numpy(), ages.numpy())
+        return self._torchscript_user_vector(rows, events, ages)
+
+    def _torchscript_user_vector(self, rows, events, ages) -> np.ndarray:
         with torch.inference_mode():
             v = self.user_tower(rows, events, ages)
         return np.ascontiguousarray(v.numpy(), dtype=np.float32)
@@ -443,6 +464,15 @@ class ServingBundle:
         if q is None:
             # items in the index but not in the encoder's vocabulary would make every user anonymous
             raise BundleError(f"bundle {self.version}: smoke query: no probe item is known to the encoder")
+        if self.user_encoder is not None:
+            # the ONNX encoder serves in place of user_tower.pt: both must give the same user
+            twin = self._torchscript_user_vector(*mine)
+            gap = float(np.abs(q - twin).max())
+            if not gap <= ONNX_TOLERANCE:
+                raise BundleError(
+                    f"bundle {self.version}: {bundle_format.USER_ENCODER_ONNX} disagrees with "
+                    f"{bundle_format.USER_TOWER} by {gap:.3g}"
+                )
         if q.shape != (1, self.dim) or not np.isfinite(q).all():
             raise BundleError(
                 f"bundle {self.version}: user tower returned {q.shape}, expected (1, {self.dim})"
@@ -478,7 +508,25 @@ class ServingBundle:
             "search": {"nprobe": self.default_breadth.nprobe, "ef_search": self.default_breadth.ef_search},
             "history_length": self.history_length,
             "promotions": not self.promotions.empty,
+            "user_tower_runtime": self.user_tower_runtime,
         }
+
+
+def _onnx_encoder(
+    path: Path, manifest: Manifest, user_tower: torch.jit.ScriptModule, runtime: str
+) -> OnnxUserEncoder | None:
+    """The bundle's ONNX user encoder over the TorchScript tower's item table (shared, not copied), when
+    ``runtime`` allows it, the bundle has one under its checksums and ONNX Runtime is installed."""
+    name = bundle_format.USER_ENCODER_ONNX
+    if runtime == "torchscript" or name not in manifest.checksums:
+        return None
+    if not onnx_runtime_available():
+        log.info(
+            "bundle %s has %s but onnxruntime is not installed: TorchScript serves", manifest.version, name
+        )
+        return None
+    table = user_tower.item_table.detach().numpy()
+    return OnnxUserEncoder(path / name, table)
 
 
 def _frozen(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:

@@ -78,6 +78,9 @@ class ServiceSettings:
     nprobe: int | None = None  # None: the value tuned at build time (manifest), else 32
     ef_search: int | None = None  # None: the tuned value, else 128
     torch_threads: int = 1
+    #: "auto": ONNX Runtime when the bundle has ``user_encoder.onnx`` and onnxruntime is installed (about
+    #: half the user tower's time), else TorchScript; "torchscript": always ``user_tower.pt``
+    user_tower_runtime: str = "auto"
     faiss_threads: int = 1
     history_length: int | None = None
     # -- re-ranking --------------------------------------------------------------------------------
@@ -117,6 +120,10 @@ class ServiceSettings:
             raise SettingsError(f"max_history must be in 1..{HARD_MAX_HISTORY}")
         if self.candidates_k < self.max_k:
             raise SettingsError("candidates_k must be at least max_k")
+        if self.user_tower_runtime not in ("auto", "torchscript"):
+            raise SettingsError(
+                f"user_tower_runtime must be auto or torchscript, got {self.user_tower_runtime!r}"
+            )
         if self.diversity not in ("caps", "mmr", "none"):
             raise SettingsError(f"diversity must be caps, mmr or none, got {self.diversity!r}")
         unknown = set(self.exclude_seen_event_types) - set(EVENT_TYPES)

@@ -14,6 +14,7 @@ it handles the data-dependent shapes here (batch, L), and it is what torch 2.x C
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -24,6 +25,9 @@ from relevance_core.model.towers import TwoTower, UserTower
 
 USER_TOWER_FILE = "user_tower.pt"
 ITEM_TOWER_FILE = "item_tower.pt"
+
+
+log = logging.getLogger(__name__)
 
 
 class ExportParityError(RuntimeError):
@@ -60,8 +64,14 @@ def script_towers(model: nn.Module) -> tuple[torch.jit.ScriptModule, torch.jit.S
     return user, item
 
 
-def export_towers(model: nn.Module, out_dir: str | Path, *, atol: float = 1e-5) -> dict[str, Path]:
-    """Write ``user_tower.pt`` and ``item_tower.pt`` into ``out_dir``, reload them and check parity."""
+def export_towers(
+    model: nn.Module, out_dir: str | Path, *, atol: float = 1e-5, onnx: bool = True
+) -> dict[str, Path]:
+    """Write ``user_tower.pt`` and ``item_tower.pt`` into ``out_dir``, reload them and check parity; with
+    ``onnx`` also the user encoder's ONNX twin (``user_encoder``, optional: a failed ONNX export is logged
+    and the bundle serves with TorchScript)."""
+    from relevance_core.model.onnx_encoder import export_user_encoder
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     user, item = script_towers(model)
@@ -69,6 +79,13 @@ def export_towers(model: nn.Module, out_dir: str | Path, *, atol: float = 1e-5) 
     user.save(str(paths["user_tower"]))
     item.save(str(paths["item_tower"]))
     check_parity(model, paths["user_tower"], paths["item_tower"], atol=atol)
+    if onnx:
+        try:
+            paths["user_encoder"] = export_user_encoder(model, out, item_table=user.item_table, atol=atol)
+        except Exception as e:  # ImportError (no onnx/onnxscript), an op the exporter lacks, parity
+            log.warning(
+                "user encoder not exported to ONNX (%s: %s); TorchScript will serve", type(e).__name__, e
+            )
     return paths
 
 

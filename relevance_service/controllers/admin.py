@@ -40,6 +40,7 @@ class BundleController(Controller):
             live_items=len(state.overlay.data),
             dim=b.dim,
             search={"nprobe": b.default_breadth.nprobe, "ef_search": b.default_breadth.ef_search},
+            user_tower_runtime=b.user_tower_runtime,
             manifest=msgspec.to_builtins(b.manifest),
         )
 

@@ -141,7 +141,9 @@ def publish_corrupt(store: ArtifactStore, seed: int = 0, *, how: str = "truncate
 
     ``truncated_index``: index.faiss cut in half (checksum no longer matches);
     ``truncated_index_rehashed``: cut in half *and* the manifest's checksum updated, so only loading the
-    index can catch it; ``bad_checksum``: a manifest checksum that matches no file.
+    index can catch it; ``bad_checksum``: a manifest checksum that matches no file;
+    ``foreign_user_encoder``: another model's ``user_encoder.onnx``, checksummed: every file is intact,
+    only the load-time comparison with ``user_tower.pt`` can catch it.
     """
     path, manifest = assemble(trained_model(seed))
     try:
@@ -151,6 +153,11 @@ def publish_corrupt(store: ArtifactStore, seed: int = 0, *, how: str = "truncate
             idx.write_bytes(data[: len(data) // 2])
             if how == "truncated_index_rehashed":
                 B.finalize_manifest(path, manifest)
+        elif how == "foreign_user_encoder":
+            shutil.copyfile(
+                trained_model(seed + 1).model_dir / B.USER_ENCODER_ONNX, path / B.USER_ENCODER_ONNX
+            )
+            B.finalize_manifest(path, manifest)
         elif how == "bad_checksum":
             manifest.checksums[B.EMBEDDINGS] = "0" * 64
             import msgspec

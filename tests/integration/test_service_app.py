@@ -142,6 +142,7 @@ def test_health_ready_bundle_and_openapi(client, home, model):
     assert ready.status_code == 200 and ready.json()["bundle_version"] == latest
     b = client.get("/v1/bundle").json()
     assert b["version"] == latest and b["n_items"] == len(model.items) and b["manifest"]["checksums"]
+    assert b["user_tower_runtime"] == "onnxruntime" and "user_encoder.onnx" in b["manifest"]["checksums"]
     spec = client.get("/docs/openapi.json").json()
     for path in (
         "/v1/users/{user_id}/recommendations",
@@ -227,6 +228,23 @@ def test_new_events_change_the_next_recommendation(client, model):
     assert not any(r["reason"].endswith("you added to your cart") for r in before["items"])
     assert any(r["reason"].endswith("you added to your cart") for r in after["items"])
     assert not {i["item_id"] for i in after["items"]} & set(a_items + b_items)
+
+
+def test_onnx_and_torchscript_user_towers_serve_the_same_slate(home, model):
+    """The bundle's ONNX encoder (the default runtime) and ``user_tower.pt`` rank the same items."""
+    _, items = a_user_history(model)
+    history = [{"item_id": i, "timestamp": f"2026-01-01T00:0{j}:00Z"} for j, i in enumerate(items)]
+    slates = {}
+    for runtime, expected in (("auto", "onnxruntime"), ("torchscript", "torchscript")):
+        with TestClient(app=create_app(settings_for(home, user_tower_runtime=runtime))) as c:
+            assert c.get("/v1/bundle").json()["user_tower_runtime"] == expected
+            r = c.post("/v1/recommendations", json={"k": 20, "history": history})
+            assert r.status_code == 200 and r.json()["strategy"] == "personalized", r.text
+            slates[runtime] = {it["item_id"]: it["score"] for it in r.json()["items"]}
+    onnx, script = slates["auto"], slates["torchscript"]
+    shared = onnx.keys() & script.keys()
+    assert len(shared) >= 18  # the request time moves every age a little; near-ties may trade places
+    assert max(abs(onnx[i] - script[i]) for i in shared) < 1e-3
 
 
 def test_guest_history_post_and_filters(client, model):
@@ -341,12 +359,16 @@ def test_live_listing_survives_a_reload(client, home, model):
 
 
 # -- reload and corrupt bundles --------------------------------------------------------------------------------
-@pytest.mark.parametrize("how", ["truncated_index", "truncated_index_rehashed", "bad_checksum"])
+@pytest.mark.parametrize(
+    "how", ["truncated_index", "truncated_index_rehashed", "bad_checksum", "foreign_user_encoder"]
+)
 def test_corrupt_bundle_is_refused_and_old_keeps_serving(client, home, how):
     old = client.get("/v1/bundle").json()["version"]
     bad = publish_corrupt(home, 0, how=how)
     r = client.post("/v1/admin/reload", headers=AUTH).json()
     assert r["reloaded"] is False and r["version"] == old and r["error"]
+    if how == "foreign_user_encoder":
+        assert "user_encoder.onnx disagrees with user_tower.pt" in r["error"]
     assert client.get("/readyz").json()["bundle_version"] == old
     rec = client.get("/v1/users/x/recommendations")
     assert rec.status_code == 200 and rec.json()["bundle_version"] == old

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -13,6 +14,7 @@ from relevance_core.features import ITEM_FEATURES, FeatureEncoder, category_leve
 from relevance_core.model.config import TwoTowerConfig
 from relevance_core.model.data import encode_pairs
 from relevance_core.model.export import check_parity, export_towers, load_towers
+from relevance_core.model.onnx_encoder import OnnxUserEncoder
 from relevance_core.model.towers import ItemTower, TwoTower
 
 ITEMS = pd.DataFrame(
@@ -160,6 +162,10 @@ def test_exported_towers_match_eager(tmp_path):
         out = user(*hist)
         assert out.shape == (1, SMALL.dim)
         assert torch.allclose(out, m.user_vectors(*hist), atol=1e-5)
+        # the ONNX twin of the encoder, over the TorchScript file's own item table, gives the same vector
+        onnx_user = OnnxUserEncoder(paths["user_encoder"], user.item_table.numpy())
+        got = onnx_user(*(t.numpy() for t in hist))
+        assert np.abs(got - out.detach().numpy()).max() <= 1e-5
 
 
 def test_parity_check_catches_a_broken_export(tmp_path):
