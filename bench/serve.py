@@ -19,6 +19,11 @@ What it does, in one run:
    - *open loop* at ``--rate`` requests/s for ``--duration`` s: requests are sent on a fixed schedule
      whether or not earlier answers arrived, and latency counts from the scheduled send time (no
      coordinated omission). → ``p50_ms``, ``p99_ms``, ``errors``, ``open_loop_rps``;
+   - *latency references*, same server, same minutes: ``GET /healthz`` at ``--rate`` (the floor the
+     client, loopback and host add: ``floor_p99_ms``) and the measured request at a tenth of ``--rate``
+     (no queueing: ``unloaded_p50_ms``, ``unloaded_p99_ms``). On this 2-core VM a request that follows a
+     pause of even 2 ms runs 2-3x slower than back to back (caches shared with other tenants), so the
+     unloaded latency is several times the in-process cost;
    - *closed loop* at ``--concurrency`` outstanding requests for ``--duration`` s: the most the server
      answers per second. → ``rps``.
    The client's own CPU use is reported (``client_cpu_pct``): on a 2-core machine the load generator
@@ -78,6 +83,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--raw-seconds", type=float, default=5.0, help="seconds measuring the raw path")
     p.add_argument(
+        "--reference-seconds",
+        type=float,
+        default=10.0,
+        help="seconds of each latency reference: GET /healthz at --rate, the measured request at --rate/10",
+    )
+    p.add_argument(
         "--requests",
         choices=["auto", "user", "guest"],
         default="auto",
@@ -95,6 +106,13 @@ def add_arguments(p) -> None:
         default="transformer",
         help="the user tower's sequence encoder (transformer: the default model; mean: mean pooling, the "
         "light one — the price of the transformer on the request path)",
+    )
+    p.add_argument(
+        "--user-tower-runtime",
+        choices=["auto", "torchscript"],
+        default="auto",
+        help="RELEVANCE_USER_TOWER_RUNTIME for the server and the raw path (auto: ONNX Runtime when the "
+        "bundle has user_encoder.onnx)",
     )
     p.add_argument("--seed", type=int, default=0)
 
@@ -531,7 +549,18 @@ def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency, c
     q.put(asyncio.run(_load(port, paths, mode, rate, duration, warmup, concurrency, connections)))
 
 
-def run_client(port: int, paths: list[bytes], mode: str, args) -> dict[str, Any]:
+def run_client(
+    port: int,
+    paths: list[bytes],
+    mode: str,
+    args,
+    *,
+    rate: float | None = None,
+    duration: float | None = None,
+) -> dict[str, Any]:
+    """One load phase in a fresh client process (``rate`` / ``duration`` override the arguments')."""
+    rate = args.rate if rate is None else rate
+    duration = args.duration if duration is None else duration
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(
@@ -541,21 +570,23 @@ def run_client(port: int, paths: list[bytes], mode: str, args) -> dict[str, Any]
             port,
             paths,
             mode,
-            args.rate,
-            args.duration,
+            rate,
+            duration,
             args.warmup,
             args.concurrency,
             args.connections,
         ),
     )
     p.start()
-    out = q.get(timeout=args.duration + args.warmup + 300)
+    out = q.get(timeout=duration + args.warmup + 300)
     p.join(timeout=30)
     return out
 
 
 # -- 4. the in-process raw path ------------------------------------------------------------------------------------
-def raw_path_rps(home: Path, histories: dict[str, list[str]], seconds: float) -> dict[str, Any]:
+def raw_path_rps(
+    home: Path, histories: dict[str, list[str]], seconds: float, runtime: str = "auto"
+) -> dict[str, Any]:
     import faiss
     import torch
 
@@ -568,7 +599,7 @@ def raw_path_rps(home: Path, histories: dict[str, list[str]], seconds: float) ->
     faiss.omp_set_num_threads(1)
     store = LocalStore(home)
     path, manifest = B.fetch(store, B.latest_version(store))
-    b = ServingBundle.load(path, manifest, verify=False)
+    b = ServingBundle.load(path, manifest, verify=False, user_tower_runtime=runtime)
     k = ServiceSettings().candidates_k
     hists = [[(i, "view", 60.0 * (j + 1)) for j, i in enumerate(h)] for h in histories.values()]
     for h in hists[:20]:
@@ -583,6 +614,7 @@ def raw_path_rps(home: Path, histories: dict[str, list[str]], seconds: float) ->
         "raw_path_ms": round(1000 * elapsed / n, 3),
         "k": k,
         "search": {"nprobe": b.default_breadth.nprobe},
+        "user_tower_runtime": b.user_tower_runtime,
     }
 
 
@@ -604,7 +636,7 @@ def run(args) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = work / "server.log"
-    redis_proc, env = None, {}
+    redis_proc, env = None, {"RELEVANCE_USER_TOWER_RUNTIME": args.user_tower_runtime}
     if args.redis:
         redis_proc, env["RELEVANCE_REDIS_URL"] = start_redis(work / "redis")
     proc = start_server(home, port, args.workers, log_path, env=env)
@@ -626,6 +658,13 @@ def run(args) -> dict[str, Any]:
             ] + [post_request("/v1/recommendations", {"k": 20, "history": []}) for _ in anon]
         open_loop = run_client(port, paths, "open", args)
         drain(url)
+        # references for reading p99, same server, same minutes: the harness + host floor (a trivial route
+        # at the offered rate) and the unloaded latency (the measured request at a tenth of the rate, so
+        # nothing queues): what is left between those and p99 is queueing
+        floor = run_client(port, [get_request("/healthz")], "open", args, duration=args.reference_seconds)
+        drain(url)
+        unloaded = run_client(port, paths, "open", args, rate=args.rate / 10, duration=args.reference_seconds)
+        drain(url)
         closed_loop = run_client(port, paths, "closed", args)
         server_rss_mb = _rss_mb(proc.pid)
     finally:
@@ -637,7 +676,7 @@ def run(args) -> dict[str, Any]:
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
-    raw = raw_path_rps(home, histories, args.raw_seconds)
+    raw = raw_path_rps(home, histories, args.raw_seconds, args.user_tower_runtime)
     rps = closed_loop["rps"]
     return {
         "bench": "serve",
@@ -651,11 +690,17 @@ def run(args) -> dict[str, Any]:
         "offered_rps": args.rate,
         "open_loop_rps": open_loop["rps"],
         "client_cpu_pct": open_loop["client_cpu_pct"],
+        "floor_p99_ms": floor["p99_ms"],
+        "unloaded_p50_ms": unloaded["p50_ms"],
+        "unloaded_p99_ms": unloaded["p99_ms"],
         "open_loop": open_loop,
+        "floor": {**floor, "path": "/healthz", "offered_rps": args.rate},
+        "unloaded": {**unloaded, "offered_rps": args.rate / 10},
         "closed_loop": {**closed_loop, "concurrency": args.concurrency},
         "raw_path": raw,
         "workers": args.workers,
         "encoder": args.encoder,
+        "user_tower_runtime": raw["user_tower_runtime"],
         "user_state": "redis" if args.redis else "in-process",
         "requests": requests,
         "personalized_share": open_loop["personalized_share"],
