@@ -24,6 +24,8 @@ What it does, in one run:
      (no queueing: ``unloaded_p50_ms``, ``unloaded_p99_ms``). On this 2-core VM a request that follows a
      pause of even 2 ms runs 2-3x slower than back to back (caches shared with other tenants), so the
      unloaded latency is several times the in-process cost;
+   - during every phase a third process only sleeps 2 ms at a time and notes how late it wakes
+     (``host_hiccup_by_second_ms``, beside ``p99_by_second_ms``): a stall it shares is the host's;
    - *closed loop* at ``--concurrency`` outstanding requests for ``--duration`` s: the most the server
      answers per second. → ``rps``.
    The client's own CPU use is reported (``client_cpu_pct``): on a 2-core machine the load generator
@@ -531,6 +533,7 @@ async def _load(
         "p99_ms": round(float(np.percentile(arr, 99)), 3) if len(arr) else None,
         "max_ms": round(float(arr.max()), 3) if len(arr) else None,
         "p99_by_second_ms": by_second,
+        "measured_from": min(sent_at) if sent_at else None,  # perf_counter: the seconds' origin
         "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
         "not_sent": dropped,
         # share of answers from the user tower (not the popular fallback): a check that the load measures
@@ -547,6 +550,30 @@ def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency, c
     except ImportError:
         pass
     q.put(asyncio.run(_load(port, paths, mode, rate, duration, warmup, concurrency, connections)))
+
+
+def _hiccup_process(q, seconds: float, nap: float = 0.002) -> None:
+    """A process that only sleeps ``nap`` in a loop and notes each wake-up later than 1 ms: a stall the
+    service, the client and this process share is the host's or the scheduler's, not the service's
+    (the idea of jHiccup). Puts ``[(perf_counter, seconds late), ...]``."""
+    late: list[tuple[float, float]] = []
+    end = time.perf_counter() + seconds
+    while (t := time.perf_counter()) < end:
+        time.sleep(nap)
+        woke = time.perf_counter()
+        if woke - t - nap > 0.001:
+            late.append((t, woke - t - nap))
+    q.put(late)
+
+
+def hiccups_by_second(late: list[tuple[float, float]], origin: float, seconds: int) -> list[float]:
+    """The worst wake-up delay (ms) in each second from ``origin`` (aligned with ``p99_by_second_ms``)."""
+    worst = [0.0] * seconds
+    for t, d in late:
+        s = int(t - origin)
+        if 0 <= s < seconds:
+            worst[s] = max(worst[s], round(d * 1000.0, 1))
+    return worst
 
 
 def run_client(
@@ -577,9 +604,18 @@ def run_client(
             args.connections,
         ),
     )
+    hq = ctx.Queue()
+    meter = ctx.Process(target=_hiccup_process, args=(hq, args.warmup + duration + 5.0))
+    meter.start()
     p.start()
     out = q.get(timeout=duration + args.warmup + 300)
     p.join(timeout=30)
+    late = hq.get(timeout=60)
+    meter.join(timeout=30)
+    if out.get("measured_from") is not None:
+        seconds = len(out["p99_by_second_ms"])
+        out["host_hiccup_by_second_ms"] = hiccups_by_second(late, out["measured_from"], seconds)
+        out["host_hiccup_max_ms"] = max(out["host_hiccup_by_second_ms"], default=0.0)
     return out
 
 
@@ -691,6 +727,7 @@ def run(args) -> dict[str, Any]:
         "open_loop_rps": open_loop["rps"],
         "client_cpu_pct": open_loop["client_cpu_pct"],
         "floor_p99_ms": floor["p99_ms"],
+        "host_hiccup_max_ms": open_loop.get("host_hiccup_max_ms"),
         "unloaded_p50_ms": unloaded["p50_ms"],
         "unloaded_p99_ms": unloaded["p99_ms"],
         "open_loop": open_loop,
