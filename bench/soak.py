@@ -374,15 +374,12 @@ def summarise(res: dict[str, Any], rss: list[tuple[float, float]], window: float
 def run(args) -> dict[str, Any]:
     import httpx
 
-    from relevance_core import bundle as B
-    from relevance_core.storage import LocalStore
-
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     t_build = time.perf_counter()
     home, build = ensure_home(work, args.items, args.rebuild, args.seed)
     print(f"bundle ready in {time.perf_counter() - t_build:.1f}s: {build}", file=sys.stderr)
-    first = B.latest_version(LocalStore(home))
+    first = build["version"]  # what LATEST names: the cached or the freshly published bundle
     ids = bundle_item_ids(home)
     histories = user_histories(ids, args.users, args.seed)
     duration = args.minutes * 60.0

@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -180,6 +181,27 @@ def server_env(relay: Relay, cache: Path) -> dict[str, str]:
     }
 
 
+class BucketServing(NamedTuple):
+    store: S3Store
+    v1: str
+    home: str
+    env: dict[str, str]
+    cache_root: Path
+    server: Server
+
+
+def serve_bucket(s3, bucket: str, tmp_path: Path) -> BucketServing:
+    """A new bucket with one published bundle (v1), and a server started on it that reaches the store
+    through the relay (the tests cut or slow it)."""
+    s3_server, relay = s3
+    store = bucket_store(s3_server, bucket, tmp_path / "publisher-cache")
+    v1 = publish_bundle(store, 0).version
+    cache_root = tmp_path / "bundle-cache"
+    env = server_env(relay, cache_root)
+    home = f"s3://{bucket}/relevance"
+    return BucketServing(store, v1, home, env, cache_root, Server(home, tmp_path / "server.log", env=env))
+
+
 def ready(url: str) -> dict:
     return httpx.get(f"{url}/readyz", timeout=10).json()
 
@@ -201,13 +223,8 @@ def only_subdir(root: Path) -> Path:
 
 
 def test_killed_mid_download_restarts_on_the_verified_latest_bundle(s3, model, tmp_path):
-    s3_server, relay = s3
-    store = bucket_store(s3_server, "killed", tmp_path / "publisher-cache")
-    v1 = publish_bundle(store, 0).version
-    cache_root = tmp_path / "bundle-cache"
-    env = server_env(relay, cache_root)
-    home = "s3://killed/relevance"
-    srv = Server(home, tmp_path / "server.log", env=env)
+    _, relay = s3
+    store, v1, home, env, cache_root, srv = serve_bucket(s3, "killed", tmp_path)
     try:
         srv.wait_ready()
         assert ready(srv.url)["bundle_version"] == v1
@@ -266,12 +283,7 @@ def test_killed_mid_download_restarts_on_the_verified_latest_bundle(s3, model, t
 
 def test_store_unreachable_keeps_serving_reports_and_recovers(s3, model, tmp_path):
     s3_server, relay = s3
-    store = bucket_store(s3_server, "outage", tmp_path / "publisher-cache")
-    v1 = publish_bundle(store, 0).version
-    cache_root = tmp_path / "bundle-cache"
-    env = server_env(relay, cache_root)
-    home = "s3://outage/relevance"
-    srv = Server(home, tmp_path / "server.log", env=env)
+    store, v1, home, env, _, srv = serve_bucket(s3, "outage", tmp_path)
     srv.wait_ready()
     user, items = "outage-user", model.items["item_id"].tolist()[:50]
 
