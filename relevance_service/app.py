@@ -13,7 +13,8 @@ The lifespan (DESIGN.md §6: Litestar runs it; ``TestClient`` as a context manag
    refused) it serves the last good bundle from local disk (:mod:`relevance_service.bundle_cache`), and
    without one ``/readyz`` stays 503 until a bundle loads (the process does not stop; the poller keeps
    trying);
-3. seeds user state from the lake in a background thread;
+3. seeds user state from the lake in a background thread (once per lake window among the workers and
+   replicas that share a Redis store: one claims it, the others wait for it, not ready);
 4. starts the reloader's polling task and the landing writer; on shutdown flushes pending impressions.
 
 Access (issue 10): a per-client rate limit (``rate_limit``, Litestar's ``RateLimitMiddleware``; probes
@@ -59,15 +60,22 @@ from relevance_service.rerank import Promotions
 from relevance_service.security import Pseudonymizer, rate_limit_config
 from relevance_service.settings import ServiceSettings, get_settings
 from relevance_service.user_state import (
+    SEED_DONE,
+    SEED_RUNNING,
     InMemoryUserState,
     RedisUserState,
     UserStateStore,
+    lake_window,
     seed_from_lake,
 )
 
 log = logging.getLogger("relevance_service")
 
 API_VERSION = "1.0.0"
+#: a worker that claimed the lake window and died frees it after this long (seeding 200k users takes
+#: about a minute); the others check every SEED_POLL_S whether it is done
+SEED_LEASE_S = 600.0
+SEED_POLL_S = 0.5
 
 
 class Service:
@@ -105,6 +113,9 @@ class Service:
         self.serving: ServingState | None = None
         self.reloader = BundleReloader(self)
         self.seeded_users: int | None = None
+        #: "lake": this process seeded the user state; "shared": another process sharing the store had
+        #: already seeded this lake window (then ``seeded_users`` is 0)
+        self.seed_source: str | None = None
         self.started_at = time.time()
         self._seed_task: asyncio.Task | None = None
 
@@ -130,16 +141,44 @@ class Service:
         return running if running < self.settings.seed_ready_timeout_s else None
 
     async def _seed(self) -> None:
-        s = self.settings
+        """Seed the user state from the lake, once per lake window among the processes that share it
+        (workers and replicas on one Redis): the first claims the window, the others wait, not ready,
+        until it is done — instead of every one of them reading the lake and rewriting every history."""
+        s, state = self.settings, self.user_state
+        window, claimed = "", False
         try:
+            try:
+                window = await asyncio.to_thread(lake_window, self.store, s.seed_days)
+            except Exception:  # an unreachable store: seed_from_lake below says so and seeds nothing
+                window = ""
+            if window:
+                while (
+                    claim := await asyncio.to_thread(state.claim_seeding, window, SEED_LEASE_S)
+                ) == SEED_RUNNING:
+                    await asyncio.sleep(SEED_POLL_S)
+                if claim == SEED_DONE:
+                    log.info(
+                        "user state: lake window %s was already seeded by another worker or replica", window
+                    )
+                    self.seeded_users, self.seed_source = 0, "shared"
+                    return
+                claimed = True
             self.seeded_users = await asyncio.to_thread(
-                seed_from_lake, self.user_state, self.store, days=s.seed_days, max_users=s.seed_max_users
+                seed_from_lake, state, self.store, days=s.seed_days, max_users=s.seed_max_users
             )
-            self.metrics.users.set(len(self.user_state))
+            self.seed_source = "lake"
+            if claimed:
+                await asyncio.to_thread(state.release_seeding, window, done=True)
+                claimed = False
+            self.metrics.users.set(len(state))
             settle_gc()
         except Exception:
             log.exception("user state seeding failed; continuing with empty state")
             self.seeded_users = 0
+        finally:
+            if claimed:  # failed or cancelled half-way: another process may seed the window
+                with contextlib.suppress(Exception):
+                    state.release_seeding(window, done=False)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:

@@ -44,6 +44,9 @@ class HistoryEntry(msgspec.Struct, frozen=True, gc=False):
     ts: float
 
 
+SEED_MINE, SEED_RUNNING, SEED_DONE = "mine", "running", "done"
+
+
 class UserStateUnavailable(RuntimeError):
     """The shared user-state store cannot be reached (Redis down, timed out). Reads degrade to "no
     history" (the popular fallback); writes and erasures answer 503 rather than claim success."""
@@ -90,6 +93,16 @@ class UserStateStore(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: in-process stores hold no connections
         """Release connections at shutdown."""
+
+    # seeding from the lake once per lake window, whoever shares the store (see :func:`lake_window`)
+    def claim_seeding(self, window: str, lease_s: float) -> str:
+        """``"mine"``: this process seeds ``window`` (then :meth:`release_seeding`); ``"running"``:
+        another process sharing the store is at it; ``"done"``: another process already seeded it.
+        A store no other process reads is always ``"mine"``."""
+        return SEED_MINE
+
+    def release_seeding(self, window: str, *, done: bool) -> None:  # noqa: B027 - nothing shared to mark
+        """After seeding ``window``: mark it done, or (``done=False``, it failed) let another process try."""
 
 
 class InMemoryUserState(UserStateStore):
@@ -284,6 +297,36 @@ class RedisUserState(UserStateStore):
         return self._call(
             "count", lambda: sum(1 for _ in self.client.scan_iter(match=self.prefix + "*", count=1000))
         )
+
+    def _seed_key(self, window: str) -> str:
+        # outside ``prefix``: the users count scans ``prefix*``
+        return f"relevance-seeding:{self.prefix}{window}"
+
+    def claim_seeding(self, window: str, lease_s: float) -> str:
+        """One ``SET NX`` with a lease: the first worker or replica seeds, the others wait for ``done``
+        (a claimer that dies mid-seed frees the window when its lease runs out)."""
+        key = self._seed_key(window)
+        lease = max(1, math.ceil(lease_s))
+        if self._call("seed claim", lambda: self.client.set(key, SEED_RUNNING, ex=lease, nx=True)):
+            return SEED_MINE
+        state = self._call("seed claim", self.client.get, key)
+        return SEED_DONE if state == SEED_DONE.encode() else SEED_RUNNING
+
+    def release_seeding(self, window: str, *, done: bool) -> None:
+        key = self._seed_key(window)
+        if done:  # as long as the seeded histories can live
+            ttl = max(1, math.ceil(self.ttl_s))
+            self._call("seed release", lambda: self.client.set(key, SEED_DONE, ex=ttl))
+        else:
+            self._call("seed release", self.client.delete, key)
+
+
+def lake_window(store: ArtifactStore, days: int = 7) -> str:
+    """What a start-up would seed from: the newest ``days`` ``lake/sessions`` partitions, as one name
+    (``date=2026-01-01..date=2026-01-07``; empty when there are none). A new day's partition is a new
+    window, seeded again (idempotent: the stores hold each event once)."""
+    parts = sorted(p for p in store.list_dirs(LAYOUT.table("sessions")) if p.startswith("date="))[-days:]
+    return f"{parts[0]}..{parts[-1]}" if parts else ""
 
 
 def seed_from_lake(

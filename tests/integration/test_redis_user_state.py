@@ -130,3 +130,31 @@ def test_every_worker_seeding_from_the_same_lake_stores_it_once(redis_url, store
     workers = [RedisUserState.from_url(redis_url, prefix=prefix) for _ in range(2)]
     assert [seed_from_lake(w, store) for w in workers] == [1, 0]  # the second found it all there
     assert [(x.item_id, x.event_type) for x in workers[1].get("u1")] == [("a", "view"), ("b", "click")]
+
+
+def test_one_process_claims_a_lake_window_the_others_wait_or_skip(redis_url):
+    import time
+
+    from relevance_service.user_state import SEED_DONE, SEED_MINE, SEED_RUNNING
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    a, b = (RedisUserState.from_url(redis_url, prefix=prefix) for _ in range(2))
+    week = "date=2026-01-01..date=2026-01-07"
+    assert a.claim_seeding(week, 60) == SEED_MINE
+    assert b.claim_seeding(week, 60) == SEED_RUNNING
+    a.release_seeding(week, done=True)
+    assert b.claim_seeding(week, 60) == SEED_DONE
+    # a new day's partition is a new window
+    assert b.claim_seeding("date=2026-01-02..date=2026-01-08", 60) == SEED_MINE
+    # a failed seed frees the window at once, a claimer that died when its lease runs out
+    failed, died = "date=2026-02-01..date=2026-02-07", "date=2026-03-01..date=2026-03-07"
+    assert a.claim_seeding(failed, 60) == SEED_MINE
+    a.release_seeding(failed, done=False)
+    assert b.claim_seeding(failed, 60) == SEED_MINE
+    assert a.claim_seeding(died, 1) == SEED_MINE
+    assert b.claim_seeding(died, 60) == SEED_RUNNING
+    time.sleep(1.5)
+    assert b.claim_seeding(died, 60) == SEED_MINE
+    # the marks are not users; a store no other process reads always seeds
+    assert len(a) == 0
+    assert InMemoryUserState().claim_seeding(week, 60) == SEED_MINE

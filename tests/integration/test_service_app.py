@@ -4,12 +4,14 @@ a real bundle (tests/e2e/bundle_fixture.py: real training, export, FAISS, publis
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
 
 import pytest
 from e2e.bundle_fixture import publish_bundle, publish_corrupt
+from e2e.service_process import wait_for
 from litestar.testing import TestClient
 
 from relevance_core.storage import LocalStore
@@ -448,7 +450,6 @@ def slow_flush_client(home):
 
 
 def test_erase_users_forgets_history_and_pending_rows(slow_flush_client, model, caplog):
-    import logging
 
     from relevance_cli.commands.erase_user import pseudonyms
 
@@ -807,3 +808,34 @@ def test_redis_user_state_outage_degrades_reads_refuses_writes_and_recovers(home
 
         state.client, state.aclient = live
         assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "personalized"
+
+
+def test_workers_sharing_redis_seed_the_lake_once(home, model, redis_url, tmp_path):
+    """Two services on one Redis (two workers or replicas) and a lake: one seeds it, the other waits for
+    it and skips it; both then answer the lake's user from its history."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from lake_sessions import write_sessions
+
+    from relevance_service.user_state import RedisUserState
+
+    user, items = a_user_history(model)
+    t = datetime.now(UTC) - timedelta(hours=1)
+    write_sessions(home, "2026-01-01", [(user, items, ["view"] * len(items), [t] * len(items))])
+    prefix = f"seed{uuid.uuid4().hex[:8]}:"
+    apps = [
+        create_app(
+            settings_for(home, seed_from_lake=True, bundle_cache_dir=str(tmp_path / f"cache-{i}")),
+            user_state=RedisUserState.from_url(redis_url, prefix=prefix),
+        )
+        for i in range(2)
+    ]
+    with TestClient(app=apps[0]) as first, TestClient(app=apps[1]) as second:
+        for c in (first, second):
+            wait_for(lambda c=c: c.get("/readyz").status_code == 200, timeout=60)
+            r = c.get(f"/v1/users/{user}/recommendations")
+            assert r.json()["strategy"] == "personalized", r.text
+        services = sorted((c.app.state.service for c in (first, second)), key=lambda svc: svc.seeded_users)
+    # one read the lake and wrote the history; the other found the window seeded and read nothing
+    assert [(svc.seed_source, svc.seeded_users) for svc in services] == [("shared", 0), ("lake", 1)]
