@@ -25,7 +25,8 @@ What it does, in one run:
      pause of even 2 ms runs 2-3x slower than back to back (caches shared with other tenants), so the
      unloaded latency is several times the in-process cost;
    - during every phase a third process only sleeps 2 ms at a time and notes how late it wakes
-     (``host_hiccup_by_second_ms``, beside ``p99_by_second_ms``): a stall it shares is the host's;
+     (``host_hiccup_by_second_ms``, beside ``p99_by_second_ms``): a stall it shares is the host's; it
+     also reads the CPU time the hypervisor took from the VM each second (``host_steal_by_second_pct``);
    - *closed loop* at ``--concurrency`` outstanding requests for ``--duration`` s: the most the server
      answers per second. → ``rps``.
    The client's own CPU use is reported (``client_cpu_pct``): on a 2-core machine the load generator
@@ -555,15 +556,34 @@ def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency, c
 def _hiccup_process(q, seconds: float, nap: float = 0.002) -> None:
     """A process that only sleeps ``nap`` in a loop and notes each wake-up later than 1 ms: a stall the
     service, the client and this process share is the host's or the scheduler's, not the service's
-    (the idea of jHiccup). Puts ``[(perf_counter, seconds late), ...]``."""
+    (the idea of jHiccup). Once a second it also reads the CPU time the hypervisor took from this VM
+    (``steal`` in /proc/stat), which slows every process without delaying an idle one's wake-up much.
+    Puts ``([(perf_counter, seconds late), ...], [(perf_counter, steal share of CPU time), ...])``."""
     late: list[tuple[float, float]] = []
+    steal: list[tuple[float, float]] = []
     end = time.perf_counter() + seconds
+    last = (time.perf_counter(), _cpu_jiffies())
     while (t := time.perf_counter()) < end:
         time.sleep(nap)
         woke = time.perf_counter()
         if woke - t - nap > 0.001:
             late.append((t, woke - t - nap))
-    q.put(late)
+        if woke - last[0] >= 1.0:
+            now = (woke, _cpu_jiffies())
+            if now[1] and last[1]:
+                total = sum(now[1]) - sum(last[1])
+                steal.append((last[0], (now[1][7] - last[1][7]) / total if total > 0 else 0.0))
+            last = now
+    q.put((late, steal))
+
+
+def _cpu_jiffies() -> list[int] | None:
+    """The first line of /proc/stat (user nice system idle iowait irq softirq steal ...), None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
 
 
 def hiccups_by_second(late: list[tuple[float, float]], origin: float, seconds: int) -> list[float]:
@@ -610,12 +630,16 @@ def run_client(
     p.start()
     out = q.get(timeout=duration + args.warmup + 300)
     p.join(timeout=30)
-    late = hq.get(timeout=60)
+    late, steal = hq.get(timeout=60)
     meter.join(timeout=30)
     if out.get("measured_from") is not None:
-        seconds = len(out["p99_by_second_ms"])
-        out["host_hiccup_by_second_ms"] = hiccups_by_second(late, out["measured_from"], seconds)
+        origin, seconds = out["measured_from"], len(out["p99_by_second_ms"])
+        out["host_hiccup_by_second_ms"] = hiccups_by_second(late, origin, seconds)
         out["host_hiccup_max_ms"] = max(out["host_hiccup_by_second_ms"], default=0.0)
+        # the CPU share the hypervisor took, per second of the measured window (percent of both cores)
+        by_second = [round(100.0 * share, 1) for t, share in steal if 0 <= t - origin < seconds]
+        out["host_steal_by_second_pct"] = by_second
+        out["host_steal_pct"] = round(sum(by_second) / len(by_second), 1) if by_second else None
     return out
 
 
@@ -728,6 +752,7 @@ def run(args) -> dict[str, Any]:
         "client_cpu_pct": open_loop["client_cpu_pct"],
         "floor_p99_ms": floor["p99_ms"],
         "host_hiccup_max_ms": open_loop.get("host_hiccup_max_ms"),
+        "host_steal_pct": open_loop.get("host_steal_pct"),
         "unloaded_p50_ms": unloaded["p50_ms"],
         "unloaded_p99_ms": unloaded["p99_ms"],
         "open_loop": open_loop,
