@@ -280,7 +280,9 @@ def start_redis(work_dir: Path, timeout: float = 30.0) -> tuple[subprocess.Popen
     work_dir.mkdir(parents=True, exist_ok=True)
     log = open(work_dir / "redis.log", "wb")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        # latency-monitor: Redis notes any of its own events slower than 25 ms (read after the open loop)
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + ["--latency-monitor-threshold", "25"],
         cwd=work_dir,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -298,6 +300,24 @@ def start_redis(work_dir: Path, timeout: float = 30.0) -> tuple[subprocess.Popen
                 tail = (work_dir / "redis.log").read_text()[-2000:]
                 raise RuntimeError(f"redis-server did not start: {tail}") from e
             time.sleep(0.05)
+
+
+def redis_latency_events(url: str) -> list[dict[str, Any]]:
+    """What Redis's latency monitor noted (its own events slower than the threshold), then reset it."""
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        events = r.execute_command("LATENCY", "LATEST") or []
+        r.execute_command("LATENCY", "RESET")
+    return [
+        {
+            "event": e[0].decode() if isinstance(e[0], bytes) else e[0],
+            "at": int(e[1]),
+            "ms": int(e[2]),
+            "max_ms": int(e[3]),
+        }
+        for e in events
+    ]
 
 
 def wait_ready(
@@ -392,6 +412,20 @@ def post_request(path: str, body: dict[str, Any]) -> bytes:
 PERSONALIZED = b'"strategy":"personalized"'
 
 
+async def _worker_of(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
+    """The server process behind a keep-alive connection (``/readyz`` names it)."""
+    import json
+
+    writer.write(get_request("/readyz"))
+    await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return json.loads(await reader.readexactly(length)).get("worker") if length else None
+
+
 async def _http_call(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
 ) -> tuple[int, bool]:
@@ -434,8 +468,12 @@ async def _load(
     # traffic would. A LIFO pool reuses the same one or two connections whenever the server keeps up,
     # which sends nearly every request to one worker and measures that worker's queue instead.
     idle: deque[tuple] = deque([await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)])
+    # which worker holds each connection: a slow second on one worker is that worker's, on all of them
+    # something they share (Redis, the client, the host)
+    worker_of = {id(c[1]): await _worker_of(*c) for c in idle}
     lat: list[float] = []
     sent_at: list[float] = []  # scheduled send times of the measured requests (for the timeline)
+    served_by: list[int | None] = []
     errors = 0
     done = 0
     personalized = 0
@@ -481,6 +519,7 @@ async def _load(
         if measure:
             lat.append(clock() - t_sched)
             sent_at.append(t_sched)
+            served_by.append(worker_of.get(id(c[1])))  # None: a connection opened during the run
             done += 1
             personalized += pers
             if status != 200:
@@ -525,6 +564,16 @@ async def _load(
     # p99 per second of the run: a periodic stall (a flush, a collection) shows as a beat, queueing as noise
     sec = (np.asarray(sent_at) - min(sent_at)).astype(int) if sent_at else np.zeros(0, int)
     by_second = [round(float(np.percentile(arr[sec == s], 99)), 1) for s in np.unique(sec)]
+    workers = np.asarray([w if w is not None else -1 for w in served_by])
+    by_worker = {
+        str(w): [
+            round(float(np.percentile(arr[(sec == s) & (workers == w)], 99)), 1)
+            if ((sec == s) & (workers == w)).any()
+            else None
+            for s in np.unique(sec)
+        ]
+        for w in sorted(set(worker_of.values()) - {None})
+    }
     return {
         "requests": done,
         "errors": errors,
@@ -534,6 +583,10 @@ async def _load(
         "p99_ms": round(float(np.percentile(arr, 99)), 3) if len(arr) else None,
         "max_ms": round(float(arr.max()), 3) if len(arr) else None,
         "p99_by_second_ms": by_second,
+        "p99_by_second_by_worker_ms": by_worker,
+        "connections_per_worker": {
+            str(w): sum(v == w for v in worker_of.values()) for w in sorted(set(worker_of.values()) - {None})
+        },
         "measured_from": min(sent_at) if sent_at else None,  # perf_counter: the seconds' origin
         "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
         "not_sent": dropped,
@@ -717,6 +770,8 @@ def run(args) -> dict[str, Any]:
                 for u in users
             ] + [post_request("/v1/recommendations", {"k": 20, "history": []}) for _ in anon]
         open_loop = run_client(port, paths, "open", args)
+        if redis_proc is not None:
+            open_loop["redis_slow_events"] = redis_latency_events(env["RELEVANCE_REDIS_URL"])
         drain(url)
         # references for reading p99, same server, same minutes: the harness + host floor (a trivial route
         # at the offered rate) and the unloaded latency (the measured request at a tenth of the rate, so
