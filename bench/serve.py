@@ -165,9 +165,8 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
     user, item = script_towers(model)
     user.save(str(model_dir / B.USER_TOWER))
     item.save(str(model_dir / B.ITEM_TOWER))
-    export_user_encoder(
-        model, model_dir, item_table=user.item_table
-    )  # what the service runs, like a trained bundle
+    # what the service runs, as in a trained bundle
+    export_user_encoder(model, model_dir, item_table=user.item_table)
     (model_dir / B.FEATURES).write_text(encoder.to_json())
     # the user tower's baked item table is the item tower over every vocabulary row (row 0 = padding)
     table = user.item_table.numpy()[1:]
@@ -412,35 +411,33 @@ def post_request(path: str, body: dict[str, Any]) -> bytes:
 PERSONALIZED = b'"strategy":"personalized"'
 
 
-async def _worker_of(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
-    """The server process behind a keep-alive connection (``/readyz`` names it)."""
-    import json
-
-    writer.write(get_request("/readyz"))
-    await reader.readline()
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """Send one pre-built request on a keep-alive connection; (status, body)."""
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
-    return json.loads(await reader.readexactly(length)).get("worker") if length else None
+    return status, await reader.readexactly(length) if length else b""
+
+
+async def _worker_of(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
+    """The server process behind a keep-alive connection (``/readyz`` names it)."""
+    import json
+
+    _, body = await _exchange(reader, writer, get_request("/readyz"))
+    return json.loads(body).get("worker") if body else None
 
 
 async def _http_call(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
 ) -> tuple[int, bool]:
     """Send one pre-built request; (status, whether the answer was personalised)."""
-    writer.write(request)
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    body = await reader.readexactly(length) if length else b""
+    status, body = await _exchange(reader, writer, request)
     return status, PERSONALIZED in body
 
 
@@ -565,6 +562,7 @@ async def _load(
     sec = (np.asarray(sent_at) - min(sent_at)).astype(int) if sent_at else np.zeros(0, int)
     by_second = [round(float(np.percentile(arr[sec == s], 99)), 1) for s in np.unique(sec)]
     workers = np.asarray([w if w is not None else -1 for w in served_by])
+    known = sorted(set(worker_of.values()) - {None})
     by_worker = {
         str(w): [
             round(float(np.percentile(arr[(sec == s) & (workers == w)], 99)), 1)
@@ -572,7 +570,7 @@ async def _load(
             else None
             for s in np.unique(sec)
         ]
-        for w in sorted(set(worker_of.values()) - {None})
+        for w in known
     }
     return {
         "requests": done,
@@ -584,9 +582,7 @@ async def _load(
         "max_ms": round(float(arr.max()), 3) if len(arr) else None,
         "p99_by_second_ms": by_second,
         "p99_by_second_by_worker_ms": by_worker,
-        "connections_per_worker": {
-            str(w): sum(v == w for v in worker_of.values()) for w in sorted(set(worker_of.values()) - {None})
-        },
+        "connections_per_worker": {str(w): sum(v == w for v in worker_of.values()) for w in known},
         "measured_from": min(sent_at) if sent_at else None,  # perf_counter: the seconds' origin
         "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
         "not_sent": dropped,

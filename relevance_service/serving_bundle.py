@@ -499,18 +499,6 @@ class ServingBundle:
                 f"bundle {self.version}: item tower disagrees with embeddings.npy (cosine {cos.min():.3f})"
             )
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "n_items": self.n_items,
-            "dim": self.dim,
-            "loaded_at": self.loaded_at,
-            "search": {"nprobe": self.default_breadth.nprobe, "ef_search": self.default_breadth.ef_search},
-            "history_length": self.history_length,
-            "promotions": not self.promotions.empty,
-            "user_tower_runtime": self.user_tower_runtime,
-        }
-
 
 def _onnx_encoder(
     path: Path, manifest: Manifest, user_tower: torch.jit.ScriptModule, runtime: str

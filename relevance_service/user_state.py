@@ -325,8 +325,13 @@ def lake_window(store: ArtifactStore, days: int = 7) -> str:
     """What a start-up would seed from: the newest ``days`` ``lake/sessions`` partitions, as one name
     (``date=2026-01-01..date=2026-01-07``; empty when there are none). A new day's partition is a new
     window, seeded again (idempotent: the stores hold each event once)."""
-    parts = sorted(p for p in store.list_dirs(LAYOUT.table("sessions")) if p.startswith("date="))[-days:]
+    parts = newest_partitions(store, days)
     return f"{parts[0]}..{parts[-1]}" if parts else ""
+
+
+def newest_partitions(store: ArtifactStore, days: int) -> list[str]:
+    """The newest ``days`` ``date=`` partitions of ``lake/sessions``, oldest first."""
+    return sorted(p for p in store.list_dirs(LAYOUT.table("sessions")) if p.startswith("date="))[-days:]
 
 
 def seed_from_lake(
@@ -341,12 +346,12 @@ def seed_from_lake(
 
     table_key = LAYOUT.table("sessions")
     try:
-        partitions = [p for p in store.list_dirs(table_key) if p.startswith("date=")]
+        partitions = newest_partitions(store, days)
     except Exception as e:  # an unreachable store must not stop the service from starting
         log.warning("user state: cannot list %s: %s", table_key, e)
         return 0
     per_user: dict[str, list[HistoryEntry]] = {}
-    for part in sorted(partitions)[-days:]:
+    for part in partitions:
         try:
             local = store.local_dir(f"{table_key}/{part}")
             files = sorted(p for p in local.rglob("*.parquet") if not p.name.startswith("."))
@@ -369,7 +374,7 @@ def seed_from_lake(
     # not seeded
     seeded = sum(1 for uid, entries in per_user.items() if state.append(uid, entries))
     expired = len(per_user) - seeded
-    log.info("user state: seeded %d users from %d sessions partitions", seeded, min(days, len(partitions)))
+    log.info("user state: seeded %d users from %d sessions partitions", seeded, len(partitions))
     if expired:
         # replayed or historical data (the demo's generated January) is older than the TTL: say so, or
         # every lake user silently gets the popular fallback

@@ -29,7 +29,6 @@ from torch import nn
 from relevance_core.bundle import USER_ENCODER_ONNX
 from relevance_core.model.export import ExportParityError, _eager, random_inputs
 
-USER_ENCODER_FILE = USER_ENCODER_ONNX
 INPUTS = ("hist_vecs", "valid", "hist_events", "hist_age_s")
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def export_user_encoder(
     batch = torch.export.Dim("batch", min=1, max=65536)
     length = torch.export.Dim("length", min=1, max=L)
     shapes = tuple({0: batch, 1: length} for _ in INPUTS)
-    path = Path(out_dir) / USER_ENCODER_FILE
+    path = Path(out_dir) / USER_ENCODER_ONNX
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # "torchvision is not installed"
     level = quiet.level
     quiet.setLevel(logging.ERROR)
