@@ -15,7 +15,10 @@ What it does, in one run:
    measured with several workers too.
 3. **Load.** A second process drives ``GET /v1/users/{id}/recommendations?k=20`` (90% known users, 10%
    unknown → popular fallback) over ``--connections`` keep-alive HTTP/1.1 connections opened up front and
-   used in turn (FIFO), so several workers share the load as they would many clients' traffic:
+   used in turn (FIFO), so several workers share the load as they would many clients' traffic. A
+   response with ``Connection: close`` (a worker over its share of connections,
+   ``relevance_service.connection_balance``) retires its connection and a fresh one joins the pool
+   (``reconnects``; ``connections_per_worker_at_start`` and ``connections_per_worker`` show the split):
    - *open loop* at ``--rate`` requests/s for ``--duration`` s: requests are sent on a fixed schedule
      whether or not earlier answers arrived, and latency counts from the scheduled send time (no
      coordinated omission). → ``p50_ms``, ``p99_ms``, ``errors``, ``open_loop_rps``;
@@ -26,7 +29,12 @@ What it does, in one run:
      unloaded latency is several times the in-process cost;
    - during every phase a third process only sleeps 2 ms at a time and notes how late it wakes
      (``host_hiccup_by_second_ms``, beside ``p99_by_second_ms``): a stall it shares is the host's; it
-     also reads the CPU time the hypervisor took from the VM each second (``host_steal_by_second_pct``);
+     also reads the CPU time the hypervisor took from the VM each second (``host_steal_by_second_pct``),
+     the kernel's compaction / reclaim / major-fault counters (``host_vmstat_by_second``), and times a
+     pass over 16 MB every 50 ms (``host_memory_probe_by_second_ms``: a neighbour saturating the host's
+     memory slows it). The client notes how late it started each request
+     (``client_send_lag_by_second_ms``: a stall of its own), and the workers' and Redis's CPU time per
+     answered request is read from /proc (``server_cpu_ms_per_request``, ``redis_cpu_ms_per_request``);
    - *closed loop* at ``--concurrency`` outstanding requests for ``--duration`` s: the most the server
      answers per second. → ``rps``.
    The client's own CPU use is reported (``client_cpu_pct``): on a 2-core machine the load generator
@@ -413,32 +421,53 @@ PERSONALIZED = b'"strategy":"personalized"'
 
 async def _exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bytes]:
-    """Send one pre-built request on a keep-alive connection; (status, body)."""
+) -> tuple[int, bytes, bool]:
+    """Send one pre-built request on a keep-alive connection; (status, body, whether the connection may
+    be reused: not after ``Connection: close``, which a worker holding more than its share of
+    connections sends, ``relevance_service.connection_balance``)."""
     writer.write(request)
     status = int((await reader.readline()).split()[1])
     length = 0
+    keep = True
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
-    return status, await reader.readexactly(length) if length else b""
+        elif name == b"connection" and value.strip().lower() == b"close":
+            keep = False
+    return status, await reader.readexactly(length) if length else b"", keep
 
 
-async def _worker_of(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
-    """The server process behind a keep-alive connection (``/readyz`` names it)."""
+async def _open(port: int, tries: int = 20) -> tuple[tuple, int | None]:
+    """A keep-alive connection and the server process behind it (``/readyz`` names it); a connection the
+    server asks to close at once (its worker is over its share) is replaced by a fresh one."""
     import json
 
-    _, body = await _exchange(reader, writer, get_request("/readyz"))
-    return json.loads(body).get("worker") if body else None
+    for _ in range(tries):
+        c = await asyncio.open_connection("127.0.0.1", port)
+        _, body, keep = await _exchange(*c, get_request("/readyz"))
+        if keep:
+            return c, json.loads(body).get("worker") if body else None
+        c[1].close()
+    raise ConnectionError(f"no keep-alive connection after {tries} tries")
 
 
 async def _http_call(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bool]:
-    """Send one pre-built request; (status, whether the answer was personalised)."""
-    status, body = await _exchange(reader, writer, request)
-    return status, PERSONALIZED in body
+) -> tuple[int, bool, bool]:
+    """Send one pre-built request; (status, whether the answer was personalised, keep the connection)."""
+    status, body, keep = await _exchange(reader, writer, request)
+    return status, PERSONALIZED in body, keep
+
+
+def _split(workers) -> dict[str, int]:
+    """Connections per worker pid (as text, for JSON)."""
+    out: dict[str, int] = {}
+    for w in workers:
+        if w is not None:
+            out[str(w)] = out.get(str(w), 0) + 1
+    return dict(sorted(out.items()))
 
 
 async def _load(
@@ -464,15 +493,23 @@ async def _load(
     # several workers (each owning the connections it accepted) the load spreads the way many clients'
     # traffic would. A LIFO pool reuses the same one or two connections whenever the server keeps up,
     # which sends nearly every request to one worker and measures that worker's queue instead.
-    idle: deque[tuple] = deque([await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)])
+    opened = [await _open(port) for _ in range(connections)]
+    idle: deque[tuple] = deque(c for c, _ in opened)
     # which worker holds each connection: a slow second on one worker is that worker's, on all of them
     # something they share (Redis, the client, the host)
-    worker_of = {id(c[1]): await _worker_of(*c) for c in idle}
+    worker_of = {id(c[1]): w for c, w in opened}
+    split_at_start = _split(worker_of.values())
+    reconnects = 0
+    pending: set[asyncio.Task] = set()
     lat: list[float] = []
     sent_at: list[float] = []  # scheduled send times of the measured requests (for the timeline)
     served_by: list[int | None] = []
+    # how late this client started each measured request: a stall of its own event loop (not the
+    # server's) shows here, in the second it happened
+    send_lag: list[tuple[float, float]] = []
     errors = 0
     done = 0
+    answered = 0  # warm-up included: what the server's CPU time per phase is divided by
     personalized = 0
     kinds: dict[str, int] = {}
     rng = random.Random(1)
@@ -496,6 +533,20 @@ async def _load(
         c = await asyncio.open_connection("127.0.0.1", port)
         return (c, *await _http_call(*c, request))
 
+    async def replace(c: tuple) -> None:
+        """A connection the server shed (``Connection: close``): close it and pool a fresh one, as an
+        HTTP client pool does, off the measured request's path."""
+        nonlocal reconnects
+        c[1].close()
+        worker_of.pop(id(c[1]), None)
+        try:
+            fresh, w = await _open(port)
+        except (OSError, ConnectionError):
+            return
+        reconnects += 1
+        worker_of[id(fresh[1])] = w
+        idle.append(fresh)
+
     async def one(t_sched: float, measure: bool) -> None:
         nonlocal errors, done, in_flight
         in_flight += 1
@@ -505,14 +556,21 @@ async def _load(
             in_flight -= 1
 
     async def _one(t_sched: float, measure: bool) -> None:
-        nonlocal errors, done, personalized
+        nonlocal errors, done, personalized, answered
+        if measure:
+            send_lag.append((t_sched, clock() - t_sched))
         try:
-            c, status, pers = await asyncio.wait_for(call(rng.choice(paths)), timeout=10)
+            c, status, pers, keep = await asyncio.wait_for(call(rng.choice(paths)), timeout=10)
         except Exception as e:
             errors += measure
             kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + measure
             return
-        idle.append(c)
+        if keep:
+            idle.append(c)
+        else:
+            pending.add(task := loop.create_task(replace(c)))
+            task.add_done_callback(pending.discard)
+        answered += 1
         if measure:
             lat.append(clock() - t_sched)
             sent_at.append(t_sched)
@@ -554,6 +612,7 @@ async def _load(
 
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         wall = duration
+    await asyncio.gather(*list(pending))
     cpu = time.process_time() - cpu0
     for _, w in idle:
         w.close()
@@ -562,7 +621,7 @@ async def _load(
     sec = (np.asarray(sent_at) - min(sent_at)).astype(int) if sent_at else np.zeros(0, int)
     by_second = [round(float(np.percentile(arr[sec == s], 99)), 1) for s in np.unique(sec)]
     workers = np.asarray([w if w is not None else -1 for w in served_by])
-    known = sorted(set(worker_of.values()) - {None})
+    known = sorted({*worker_of.values(), *(int(w) for w in split_at_start)} - {None})
     by_worker = {
         str(w): [
             round(float(np.percentile(arr[(sec == s) & (workers == w)], 99)), 1)
@@ -572,8 +631,14 @@ async def _load(
         ]
         for w in known
     }
+    lag_by_second = [0.0] * len(by_second)
+    for t, lag in send_lag:
+        s = int(t - min(sent_at, default=t))
+        if 0 <= s < len(lag_by_second):
+            lag_by_second[s] = max(lag_by_second[s], round(lag * 1000.0, 1))
     return {
         "requests": done,
+        "answered_incl_warmup": answered,
         "errors": errors,
         "error_kinds": kinds,
         "rps": round(done / wall, 1) if wall > 0 else 0.0,
@@ -582,7 +647,12 @@ async def _load(
         "max_ms": round(float(arr.max()), 3) if len(arr) else None,
         "p99_by_second_ms": by_second,
         "p99_by_second_by_worker_ms": by_worker,
-        "connections_per_worker": {str(w): sum(v == w for v in worker_of.values()) for w in known},
+        "client_send_lag_by_second_ms": lag_by_second,
+        # the kernel's split of the connections opened up front, and the split at the end, after workers
+        # holding more than their share had the client reconnect (``reconnects`` times)
+        "connections_per_worker_at_start": split_at_start,
+        "connections_per_worker": _split(worker_of.values()),
+        "reconnects": reconnects,
         "measured_from": min(sent_at) if sent_at else None,  # perf_counter: the seconds' origin
         "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
         "not_sent": dropped,
@@ -602,28 +672,54 @@ def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency, c
     q.put(asyncio.run(_load(port, paths, mode, rate, duration, warmup, concurrency, connections)))
 
 
+#: /proc/vmstat counters the meter reads each second: memory-management work that stops a process
+#: without delaying an idle one (direct compaction for a huge page, direct reclaim, a page read from disk)
+VMSTAT_COUNTERS = (
+    "compact_stall",
+    "allocstall_normal",
+    "allocstall_movable",
+    "pgmajfault",
+    "thp_fault_alloc",
+)
+
+
 def _hiccup_process(q, seconds: float, nap: float = 0.002) -> None:
     """A process that only sleeps ``nap`` in a loop and notes each wake-up later than 1 ms: a stall the
     service, the client and this process share is the host's or the scheduler's, not the service's
     (the idea of jHiccup). Once a second it also reads the CPU time the hypervisor took from this VM
-    (``steal`` in /proc/stat), which slows every process without delaying an idle one's wake-up much.
-    Puts ``([(perf_counter, seconds late), ...], [(perf_counter, steal share of CPU time), ...])``."""
+    (``steal`` in /proc/stat), which slows every process without delaying an idle one's wake-up much,
+    and the kernel's memory-management counters (``VMSTAT_COUNTERS``), whose stalls hit only the
+    process that allocates or faults; every 50 ms it times one pass over 16 MB (the memory probe).
+    Puts ``(late, steal, vmstat, probe)``: lists of ``(perf_counter, seconds late)``, ``(perf_counter,
+    steal share of CPU time)``, ``(perf_counter, {counter: increase})``, ``(perf_counter, seconds)``."""
     late: list[tuple[float, float]] = []
     steal: list[tuple[float, float]] = []
+    vm: list[tuple[float, dict[str, int]]] = []
+    # a memory probe: one pass over 16 MB (past this VM's 2 MB L2, half its 32 MB shared L3) every 50 ms.
+    # It takes the same time whenever the host's memory system is as free as usual; when a neighbour
+    # saturates it, this slows with the service's FAISS scans while the sleeps above stay on time
+    probe = np.ones(4 << 20, dtype=np.float32)
+    mem: list[tuple[float, float]] = []
+    next_probe = 0.0
     end = time.perf_counter() + seconds
-    last = (time.perf_counter(), _cpu_jiffies())
+    last = (time.perf_counter(), _cpu_jiffies(), _vmstat())
     while (t := time.perf_counter()) < end:
         time.sleep(nap)
         woke = time.perf_counter()
         if woke - t - nap > 0.001:
             late.append((t, woke - t - nap))
+        if woke >= next_probe:
+            probe.sum()
+            mem.append((woke, time.perf_counter() - woke))
+            next_probe = woke + 0.05
         if woke - last[0] >= 1.0:
-            now = (woke, _cpu_jiffies())
+            now = (woke, _cpu_jiffies(), _vmstat())
             if now[1] and last[1]:
                 total = sum(now[1]) - sum(last[1])
                 steal.append((last[0], (now[1][7] - last[1][7]) / total if total > 0 else 0.0))
+            vm.append((last[0], {k: now[2][k] - last[2][k] for k in now[2] if k in last[2]}))
             last = now
-    q.put((late, steal))
+    q.put((late, steal, vm, mem))
 
 
 def _cpu_jiffies() -> list[int] | None:
@@ -633,6 +729,16 @@ def _cpu_jiffies() -> list[int] | None:
             return [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
+
+
+def _vmstat() -> dict[str, int]:
+    """The ``VMSTAT_COUNTERS`` this kernel has (empty off Linux)."""
+    try:
+        with open("/proc/vmstat") as f:
+            pairs = (line.split() for line in f)
+            return {k: int(v) for k, v in pairs if k in VMSTAT_COUNTERS}
+    except (OSError, ValueError):
+        return {}
 
 
 def hiccups_by_second(late: list[tuple[float, float]], origin: float, seconds: int) -> list[float]:
@@ -645,6 +751,29 @@ def hiccups_by_second(late: list[tuple[float, float]], origin: float, seconds: i
     return worst
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (0 for one that is gone)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def server_pids(server_pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(server_pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def run_client(
     port: int,
     paths: list[bytes],
@@ -653,10 +782,16 @@ def run_client(
     *,
     rate: float | None = None,
     duration: float | None = None,
+    watch: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
-    """One load phase in a fresh client process (``rate`` / ``duration`` override the arguments')."""
+    """One load phase in a fresh client process (``rate`` / ``duration`` override the arguments').
+    ``watch``: named groups of processes whose CPU use over the phase is reported (``{name}_cpu_pct``,
+    ``{name}_cpu_ms_per_request``)."""
     rate = args.rate if rate is None else rate
     duration = args.duration if duration is None else duration
+    watched = {name: pids for name, pids in (watch or {}).items() if pids}
+    cpu0 = {name: cpu_seconds(pids) for name, pids in watched.items()}
+    t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(
@@ -679,8 +814,15 @@ def run_client(
     p.start()
     out = q.get(timeout=duration + args.warmup + 300)
     p.join(timeout=30)
-    late, steal = hq.get(timeout=60)
+    late, steal, vm, mem = hq.get(timeout=60)
     meter.join(timeout=30)
+    wall = time.perf_counter() - t0
+    for name, pids in watched.items():
+        used = cpu_seconds(pids) - cpu0[name]
+        # the phase's wall time includes the client's start and connection set-up: a slight undercount
+        out[f"{name}_cpu_pct"] = round(100.0 * used / wall, 1)
+        if out.get("answered_incl_warmup"):
+            out[f"{name}_cpu_ms_per_request"] = round(1000.0 * used / out["answered_incl_warmup"], 3)
     if out.get("measured_from") is not None:
         origin, seconds = out["measured_from"], len(out["p99_by_second_ms"])
         out["host_hiccup_by_second_ms"] = hiccups_by_second(late, origin, seconds)
@@ -689,6 +831,18 @@ def run_client(
         by_second = [round(100.0 * share, 1) for t, share in steal if 0 <= t - origin < seconds]
         out["host_steal_by_second_pct"] = by_second
         out["host_steal_pct"] = round(sum(by_second) / len(by_second), 1) if by_second else None
+        # the memory probe's median time per second (a whole-host memory slowdown shows in every process)
+        out["host_memory_probe_by_second_ms"] = [
+            round(1000.0 * float(np.median(x)), 2)
+            if (x := [d for t, d in mem if int(t - origin) == s])
+            else None
+            for s in range(seconds)
+        ]
+        # memory-management events per second, only the counters that moved
+        window = [counts for t, counts in vm if 0 <= t - origin < seconds]
+        out["host_vmstat_by_second"] = {
+            k: [c.get(k, 0) for c in window] for k in VMSTAT_COUNTERS if any(c.get(k, 0) for c in window)
+        }
     return out
 
 
@@ -765,7 +919,9 @@ def run(args) -> dict[str, Any]:
                 )
                 for u in users
             ] + [post_request("/v1/recommendations", {"k": 20, "history": []}) for _ in anon]
-        open_loop = run_client(port, paths, "open", args)
+        # the CPU the workers and Redis spend per answered request (the client's own is client_cpu_pct)
+        watch = {"server": server_pids(proc.pid), "redis": [redis_proc.pid] if redis_proc else []}
+        open_loop = run_client(port, paths, "open", args, watch=watch)
         if redis_proc is not None:
             open_loop["redis_slow_events"] = redis_latency_events(env["RELEVANCE_REDIS_URL"])
         drain(url)
@@ -776,8 +932,8 @@ def run(args) -> dict[str, Any]:
         drain(url)
         unloaded = run_client(port, paths, "open", args, rate=args.rate / 10, duration=args.reference_seconds)
         drain(url)
-        closed_loop = run_client(port, paths, "closed", args)
-        server_rss_mb = _rss_mb(proc.pid)
+        closed_loop = run_client(port, paths, "closed", args, watch=watch)
+        memory = _memory_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -801,6 +957,8 @@ def run(args) -> dict[str, Any]:
         "offered_rps": args.rate,
         "open_loop_rps": open_loop["rps"],
         "client_cpu_pct": open_loop["client_cpu_pct"],
+        "server_cpu_ms_per_request": open_loop.get("server_cpu_ms_per_request"),
+        "redis_cpu_ms_per_request": open_loop.get("redis_cpu_ms_per_request"),
         "floor_p99_ms": floor["p99_ms"],
         "host_hiccup_max_ms": open_loop.get("host_hiccup_max_ms"),
         "host_steal_pct": open_loop.get("host_steal_pct"),
@@ -818,7 +976,7 @@ def run(args) -> dict[str, Any]:
         "requests": requests,
         "personalized_share": open_loop["personalized_share"],
         "server_startup_s": round(startup_s, 2),
-        "server_rss_mb": server_rss_mb,
+        **memory,
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "bundle": build,
@@ -826,10 +984,26 @@ def run(args) -> dict[str, Any]:
     }
 
 
-def _rss_mb(pid: int) -> float | None:
-    try:
-        import psutil
+def _tree(pid: int) -> list:
+    import psutil
 
-        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+
+
+def _rss_mb(pid: int) -> float | None:
+    """RSS of the server and its workers: pages they share (the memory-mapped index and embeddings)
+    count once per worker."""
+    try:
+        return round(sum(p.memory_info().rss for p in _tree(pid)) / 2**20, 1)
     except Exception:
         return None
+
+
+def _memory_mb(pid: int) -> dict[str, float | None]:
+    """RSS and PSS of the server and its workers: PSS splits each shared page among the processes
+    that map it, so its sum is what the service really holds."""
+    try:
+        pss = round(sum(p.memory_full_info().pss for p in _tree(pid)) / 2**20, 1)
+    except Exception:
+        pss = None
+    return {"server_rss_mb": _rss_mb(pid), "server_pss_mb": pss}

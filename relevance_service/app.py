@@ -50,7 +50,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
 from relevance_core.storage import ArtifactStore, store_from_uri
+from relevance_service import connection_balance
 from relevance_service.bundle_cache import BundleCache
+from relevance_service.connection_balance import ConnectionBalanceMiddleware
 from relevance_service.impressions import LandingWriter
 from relevance_service.live_items import LiveCatalog, ServingState
 from relevance_service.metrics import MetricsMiddleware, ServiceMetrics
@@ -359,6 +361,14 @@ def create_app(
             pseudonymize=service.pseudonymize,
         )
     ]
+    if connection_balance.current is not None:  # one of several workers (relevance serve --workers N)
+        middleware.append(
+            DefineMiddleware(
+                ConnectionBalanceMiddleware,
+                share=connection_balance.current,
+                shed=service.metrics.connections_shed.inc,
+            )
+        )
     limit = rate_limit_config(settings)
     if limit is not None:
         middleware.append(limit.middleware)

@@ -94,6 +94,12 @@ class ServiceMetrics:
             "relevance_store_reachable", "1 when the last poll of the artifact store reached it", registry=r
         )
         self.live_items = Gauge("relevance_live_items", "Listings in the live overlay", registry=r)
+        self.connections_shed = Counter(
+            "relevance_connections_shed_total",
+            "Keep-alive connections this worker asked to reconnect (Connection: close) while it held more "
+            "than its share (relevance serve --workers N)",
+            registry=r,
+        )
         self.events = Counter(
             "relevance_events_total", "Real-time events accepted", ["event_type"], registry=r
         )

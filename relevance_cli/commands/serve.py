@@ -7,10 +7,12 @@ worker. The access log is off because its request lines contain raw user ids; th
 pseudonymised ids itself.
 
 Several workers each bind their own ``SO_REUSEPORT`` socket (Linux), so the kernel spreads new
-connections evenly over them. uvicorn's own ``--workers`` shares one listening socket, and whichever
+connections over them at random. uvicorn's own ``--workers`` shares one listening socket, and whichever
 process wakes first accepts: measured under ``relevance bench serve``, one of two workers held 34 of 42
-keep-alive connections and queued while the other idled. A worker only listens once its bundle is
-loaded, so no connection is pinned to a worker that cannot answer yet.
+keep-alive connections and queued while the other idled. A random hash is still uneven over a few dozen
+keep-alive connections, so a worker holding more than its share sheds some
+(``relevance_service.connection_balance``). A worker only listens once its bundle is loaded, so no
+connection is pinned to a worker that cannot answer yet.
 """
 
 from __future__ import annotations
@@ -94,19 +96,26 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(args, parent: int) -> None:
+def _worker(args, parent: int, counts, index: int) -> None:
     """One worker process: its own socket on the shared port; asyncio starts listening on it only
-    after the app's lifespan (the bundle load) has finished."""
+    after the app's lifespan (the bundle load) has finished. ``counts[index]`` is its slot in the
+    workers' shared connection counts (``relevance_service.connection_balance``)."""
     import ctypes
 
     import uvicorn
+
+    from relevance_service import connection_balance
 
     # die with the supervisor: a SIGKILLed supervisor must not leave workers serving on the port
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it died before the line above took effect
         return
     sock = _reuseport_socket(args.host, args.port)
-    uvicorn.Server(uvicorn.Config(**_uvicorn_config(args))).run(sockets=[sock])
+    server = uvicorn.Server(uvicorn.Config(**_uvicorn_config(args)))
+    connection_balance.install(
+        connection_balance.ConnectionShare(counts, index, lambda: len(server.server_state.connections))
+    )
+    server.run(sockets=[sock])
 
 
 def _run_workers(args) -> int:
@@ -125,11 +134,16 @@ def _run_workers(args) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    procs = []
-    for _ in range(args.workers):
-        p = ctx.Process(target=_worker, args=(args, os.getpid()), daemon=False)
+    # each worker's open connections, so one holding more than its share can shed some
+    counts = ctx.Array("i", args.workers, lock=False)
+
+    def start(i: int):
+        counts[i] = 0  # a replaced worker's connections died with it
+        p = ctx.Process(target=_worker, args=(args, os.getpid(), counts, i), daemon=False)
         p.start()
-        procs.append(p)
+        return p
+
+    procs = [start(i) for i in range(args.workers)]
     log.info("started %d workers on %s:%d (SO_REUSEPORT)", args.workers, args.host, args.port)
     restarts: list[float] = []
     while not stopping:
@@ -144,8 +158,7 @@ def _run_workers(args) -> int:
                 stopping = True
                 break
             log.warning("worker %d exited with code %s; starting a new one", p.pid, p.exitcode)
-            procs[i] = ctx.Process(target=_worker, args=(args, os.getpid()), daemon=False)
-            procs[i].start()
+            procs[i] = start(i)
     for p in procs:
         if p.is_alive():
             os.kill(p.pid, signal.SIGTERM)  # uvicorn's graceful shutdown: in-flight requests finish

@@ -137,6 +137,40 @@ def test_serving_bundle_is_out_of_the_cyclic_gcs_reach(home):
         gc.unfreeze()
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_index_is_mapped_from_the_bundle_file_not_copied(home, model):
+    """Workers share one page-cache copy of index.faiss; after the reload to the next bundle the old
+    mapping is released (a process holding every old version's index would grow with each publish)."""
+
+    def mapped_indexes() -> set[str]:
+        return {
+            line.split(maxsplit=5)[5]
+            for line in Path("/proc/self/maps").read_text().splitlines()
+            if line.endswith("/index.faiss")
+        }
+
+    before = mapped_indexes()
+    with TestClient(app=create_app(settings_for(home))) as c:
+        first = c.app.state["service"].serving.bundle
+        first_file = str((first.path / "index.faiss").resolve())
+        assert first_file in mapped_indexes() - before
+        _, items = a_user_history(model)
+        r = c.post("/v1/recommendations", json={"k": 10, "history": [{"item_id": i} for i in items]})
+        assert r.status_code == 200 and r.json()["strategy"] == "personalized", r.text
+
+        new = publish_bundle(home, 1)
+        r = c.post("/v1/admin/reload", headers=AUTH)
+        assert r.json()["reloaded"] is True and r.json()["version"] == new.version
+        second = c.app.state["service"].serving.bundle
+        del first
+        import gc
+
+        gc.collect()
+        now = mapped_indexes()
+        assert str((second.path / "index.faiss").resolve()) in now
+        assert first_file not in now
+
+
 def test_health_ready_bundle_and_openapi(client, home, model):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
