@@ -59,7 +59,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -489,17 +488,24 @@ async def _load(
     max_in_flight = 512
     in_flight = 0
     dropped = 0
-    # a FIFO pool of keep-alive connections opened up front: requests rotate over all of them, so with
-    # several workers (each owning the connections it accepted) the load spreads the way many clients'
-    # traffic would. A LIFO pool reuses the same one or two connections whenever the server keeps up,
-    # which sends nearly every request to one worker and measures that worker's queue instead.
+    # a fixed FIFO pool of keep-alive connections opened up front: requests rotate over all of them, so
+    # with several workers (each owning the connections it accepted) the load spreads the way many
+    # clients' traffic would. A LIFO pool reuses the same one or two connections whenever the server
+    # keeps up, which sends nearly every request to one worker and measures that worker's queue instead.
+    # The pool does not grow: a request that finds every connection busy waits for one (counted in its
+    # latency and in ``pool_waits``), as a client with a connection limit does. A pool that grew under a
+    # backlog (it did until the eighth session) spread the backlog over ever more connections, which
+    # the workers then had to even out while already behind.
     opened = [await _open(port) for _ in range(connections)]
-    idle: deque[tuple] = deque(c for c, _ in opened)
+    idle: asyncio.Queue[tuple] = asyncio.Queue()
+    for c, _ in opened:
+        idle.put_nowait(c)
     # which worker holds each connection: a slow second on one worker is that worker's, on all of them
     # something they share (Redis, the client, the host)
     worker_of = {id(c[1]): w for c, w in opened}
     split_at_start = _split(worker_of.values())
     reconnects = 0
+    pool_waits = 0
     pending: set[asyncio.Task] = set()
     lat: list[float] = []
     sent_at: list[float] = []  # scheduled send times of the measured requests (for the timeline)
@@ -514,38 +520,43 @@ async def _load(
     kinds: dict[str, int] = {}
     rng = random.Random(1)
 
-    async def conn():
-        if idle:
-            return idle.popleft(), True
-        return await asyncio.open_connection("127.0.0.1", port), False
-
-    async def call(request: bytes):
-        """One request; a pooled keep-alive connection the server closed while idle (uvicorn's keep-alive
-        timeout) fails before any answer: that request is re-sent once on a fresh connection, as any
-        HTTP client pool does. Returns (connection, status, personalised)."""
-        c, pooled = await conn()
+    async def call(request: bytes, held: list):
+        """One request on a pooled connection (``held`` gets it, so a failure can replace it); one the
+        server closed while idle (uvicorn's keep-alive timeout) fails before any answer: that request is
+        re-sent once on a fresh connection, as any HTTP client pool does. Returns (connection, status,
+        personalised, keep the connection)."""
+        nonlocal pool_waits
+        if idle.empty():
+            pool_waits += 1
+        c = await idle.get()
+        held.append(c)
         try:
             return (c, *await _http_call(*c, request))
         except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
             c[1].close()
-            if not pooled:
-                raise
         c = await asyncio.open_connection("127.0.0.1", port)
+        held[0] = c
         return (c, *await _http_call(*c, request))
 
-    async def replace(c: tuple) -> None:
-        """A connection the server shed (``Connection: close``): close it and pool a fresh one, as an
-        HTTP client pool does, off the measured request's path."""
+    async def replace(c: tuple | None) -> None:
+        """Retire a connection (shed by the server with ``Connection: close``, or broken by an error) and
+        pool a fresh one, as an HTTP client pool does, off the measured request's path."""
         nonlocal reconnects
-        c[1].close()
-        worker_of.pop(id(c[1]), None)
+        if c is not None:
+            c[1].close()
+            worker_of.pop(id(c[1]), None)
         try:
             fresh, w = await _open(port)
         except (OSError, ConnectionError):
             return
         reconnects += 1
         worker_of[id(fresh[1])] = w
-        idle.append(fresh)
+        idle.put_nowait(fresh)
+
+    def retire(c: tuple | None) -> None:
+        task = loop.create_task(replace(c))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     async def one(t_sched: float, measure: bool) -> None:
         nonlocal errors, done, in_flight
@@ -560,16 +571,18 @@ async def _load(
         if measure:
             send_lag.append((t_sched, clock() - t_sched))
         try:
-            c, status, pers, keep = await asyncio.wait_for(call(rng.choice(paths)), timeout=10)
+            held: list = []
+            c, status, pers, keep = await asyncio.wait_for(call(rng.choice(paths), held), timeout=10)
         except Exception as e:
             errors += measure
             kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + measure
+            if held:  # the connection is in an unknown state: the pool gets a fresh one
+                retire(held[0])
             return
         if keep:
-            idle.append(c)
+            idle.put_nowait(c)
         else:
-            pending.add(task := loop.create_task(replace(c)))
-            task.add_done_callback(pending.discard)
+            retire(c)
         answered += 1
         if measure:
             lat.append(clock() - t_sched)
@@ -614,8 +627,8 @@ async def _load(
         wall = duration
     await asyncio.gather(*list(pending))
     cpu = time.process_time() - cpu0
-    for _, w in idle:
-        w.close()
+    while not idle.empty():
+        idle.get_nowait()[1].close()
     arr = np.asarray(lat) * 1000.0
     # p99 per second of the run: a periodic stall (a flush, a collection) shows as a beat, queueing as noise
     sec = (np.asarray(sent_at) - min(sent_at)).astype(int) if sent_at else np.zeros(0, int)
@@ -653,6 +666,7 @@ async def _load(
         "connections_per_worker_at_start": split_at_start,
         "connections_per_worker": _split(worker_of.values()),
         "reconnects": reconnects,
+        "pool_waits": pool_waits,
         "measured_from": min(sent_at) if sent_at else None,  # perf_counter: the seconds' origin
         "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
         "not_sent": dropped,

@@ -373,39 +373,55 @@ class ServingBundle:
     def user_vector(self, history: list[tuple[str, str, float]]) -> np.ndarray | None:
         """``[(item_id, event_type, age_s)]`` oldest first → float32 [1, D]; None when no history item is
         known to the model (then the tower would only see padding: the caller falls back to popular)."""
-        rows, events, ages = self.encode_history(history)
+        rows, events, ages = self.encode_history(history, padded=False)
         if rows is None:
             return None
         if self.user_encoder is not None:
-            return self.user_encoder(rows.numpy(), events.numpy(), ages.numpy())
-        return self._torchscript_user_vector(rows, events, ages)
+            return self.user_encoder(rows, events, ages)
+        return self._torchscript_user_vector(
+            torch.from_numpy(rows), torch.from_numpy(events), torch.from_numpy(ages)
+        )
 
     def _torchscript_user_vector(self, rows, events, ages) -> np.ndarray:
         with torch.inference_mode():
             v = self.user_tower(rows, events, ages)
         return np.ascontiguousarray(v.numpy(), dtype=np.float32)
 
-    def encode_history(self, history: list[tuple[str, str, float]]):
+    def encode_history(self, history: list[tuple[str, str, float]], *, padded: bool = True):
         """One history → the user tower's ``[1, L]`` inputs; ``(None, None, None)`` when no item is known.
 
-        The same encoding as ``FeatureEncoder.encode_histories`` (left-padded, most recent last), built
-        from Python lists in one tensor call each instead of per-element tensor writes: this is on every
-        request, and the generic batch encoder costs ~10x more for one history. ``smoke_test`` checks
-        that both agree on every bundle, so the two cannot drift apart silently.
+        ``padded``: the same encoding as ``FeatureEncoder.encode_histories`` (torch tensors, left-padded to
+        the model's history length, most recent last), built from Python lists in one tensor call each
+        instead of per-element tensor writes: this is on every request, and the generic batch encoder
+        costs ~10x more for one history. ``smoke_test`` checks that both agree on every bundle.
+
+        ``padded=False`` (what requests use): numpy arrays without the left padding, and without unknown
+        items before the first known one (the tower treats those exactly like padding). The tower masks
+        those positions and numbers positions from the most recent, so it returns the same vector (to
+        float rounding: 9e-8 measured; ``smoke_test`` checks it on every bundle) for less work: a
+        10-item history's user vector took 196-216 µs instead of 262-289 µs with ONNX Runtime.
         """
         L = self.history_length
         hist = history[-L:]
         get = self.encoder.item_index.get
         rows = [get(str(i), 0) for i, _, _ in hist]
-        if not any(rows):
+        first = next((k for k, r in enumerate(rows) if r), None)
+        if first is None:
             return None, None, None
+        events = [EVENT_TYPE_CODES.get(str(ev), 0) for _, ev, _ in hist]
+        ages = [max(float(age or 0.0), 0.0) for _, _, age in hist]
+        if not padded:
+            return (
+                np.asarray([rows[first:]], dtype=np.int64),
+                np.asarray([events[first:]], dtype=np.int64),
+                np.asarray([ages[first:]], dtype=np.float32),
+            )
         pad = [0] * (L - len(hist))
-        r = torch.tensor([pad + rows], dtype=torch.long)
-        e = torch.tensor([pad + [EVENT_TYPE_CODES.get(str(ev), 0) for _, ev, _ in hist]], dtype=torch.long)
-        a = torch.tensor(
-            [[0.0] * len(pad) + [max(float(age or 0.0), 0.0) for _, _, age in hist]], dtype=torch.float32
+        return (
+            torch.tensor([pad + rows], dtype=torch.long),
+            torch.tensor([pad + events], dtype=torch.long),
+            torch.tensor([[0.0] * len(pad) + ages], dtype=torch.float32),
         )
-        return r, e, a
 
     def embed_items(self, items: list[Any]) -> np.ndarray:
         """Listings (``Item`` structs / dicts) → float32 [B, D] with the exported item tower."""
@@ -473,15 +489,17 @@ class ServingBundle:
         if q is None:
             # items in the index but not in the encoder's vocabulary would make every user anonymous
             raise BundleError(f"bundle {self.version}: smoke query: no probe item is known to the encoder")
-        if self.user_encoder is not None:
-            # the ONNX encoder serves in place of user_tower.pt: both must give the same user
-            twin = self._torchscript_user_vector(*mine)
-            gap = float(np.abs(q - twin).max())
-            if not gap <= ONNX_TOLERANCE:
-                raise BundleError(
-                    f"bundle {self.version}: {bundle_format.USER_ENCODER_ONNX} disagrees with "
-                    f"{bundle_format.USER_TOWER} by {gap:.3g}"
-                )
+        # requests run the ONNX encoder (when there is one) on the history without its padding: both
+        # must give the user that user_tower.pt gives the padded history
+        twin = self._torchscript_user_vector(*mine)
+        gap = float(np.abs(q - twin).max())
+        if not gap <= ONNX_TOLERANCE:
+            served = (
+                bundle_format.USER_ENCODER_ONNX if self.user_encoder is not None else "the unpadded history"
+            )
+            raise BundleError(
+                f"bundle {self.version}: {served} disagrees with {bundle_format.USER_TOWER} (padded) by {gap:.3g}"
+            )
         if q.shape != (1, self.dim) or not np.isfinite(q).all():
             raise BundleError(
                 f"bundle {self.version}: user tower returned {q.shape}, expected (1, {self.dim})"

@@ -283,6 +283,32 @@ def test_onnx_and_torchscript_user_towers_serve_the_same_slate(home, model):
     assert max(abs(onnx[i] - script[i]) for i in shared) < 1e-3
 
 
+@pytest.mark.parametrize("runtime", ["auto", "torchscript"])
+def test_requests_encode_histories_without_padding_and_get_the_padded_users_vector(home, model, runtime):
+    """Requests feed the tower only the known part of a history (no left padding, no unknown items
+    before the first known one): the vector must be the one the padded history gives."""
+    import numpy as np
+
+    _, items = a_user_history(model, n=30)
+    with TestClient(app=create_app(settings_for(home, user_tower_runtime=runtime))) as c:
+        b = c.app.state["service"].serving.bundle
+        L = b.history_length
+        histories = [
+            [(items[0], "view", 60.0)],  # one item: L - 1 positions of padding
+            [("never-seen", "view", 120.0), ("also-unknown", "cart", 90.0)]
+            + [(i, "view", 60.0 * k) for k, i in enumerate(items[:4])],
+            [(i, "purchase" if k % 5 == 0 else "view", 30.0 * k) for k, i in enumerate(items[: L + 5])],
+            [(items[1], "view", 60.0), ("unknown-in-between", "view", 50.0), (items[2], "cart", 40.0)],
+        ]
+        for h in histories:
+            rows, _, _ = b.encode_history(h, padded=False)
+            padded = b.encode_history(h)
+            assert rows.shape[1] < padded[0].shape[1] or len(h) >= L
+            got, ref = b.user_vector(h), b._torchscript_user_vector(*padded)
+            assert np.abs(got - ref).max() < 1e-5, h
+        assert b.user_vector([("never-seen", "view", 1.0)]) is None
+
+
 def test_guest_history_post_and_filters(client, model):
     user, items = a_user_history(model)
     row = item_row(model, items[-1])
