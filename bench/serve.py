@@ -697,7 +697,7 @@ VMSTAT_COUNTERS = (
 )
 
 
-def _hiccup_process(q, seconds: float, nap: float = 0.002) -> None:
+def _hiccup_process(q, seconds: float, nap: float = 0.002, watch: dict[str, list[int]] | None = None) -> None:
     """A process that only sleeps ``nap`` in a loop and notes each wake-up later than 1 ms: a stall the
     service, the client and this process share is the host's or the scheduler's, not the service's
     (the idea of jHiccup). Once a second it also reads the CPU time the hypervisor took from this VM
@@ -705,7 +705,11 @@ def _hiccup_process(q, seconds: float, nap: float = 0.002) -> None:
     and the kernel's memory-management counters (``VMSTAT_COUNTERS``), whose stalls hit only the
     process that allocates or faults; every 50 ms it times one pass over 16 MB (the memory probe).
     Puts ``(late, steal, vmstat, probe)``: lists of ``(perf_counter, seconds late)``, ``(perf_counter,
-    steal share of CPU time)``, ``(perf_counter, {counter: increase})``, ``(perf_counter, seconds)``."""
+    steal share of CPU time)``, ``(perf_counter, {counter: increase})``, ``(perf_counter, seconds)``,
+    and ``(perf_counter, {group: CPU seconds})`` for the ``watch`` groups of processes and the kernel's
+    memory threads (``KERNEL_THREADS``): whether a slow second's workers were running (slowly) or
+    waiting on something."""
+    groups = {**(watch or {}), **_kernel_threads()}
     late: list[tuple[float, float]] = []
     steal: list[tuple[float, float]] = []
     vm: list[tuple[float, dict[str, int]]] = []
@@ -716,7 +720,8 @@ def _hiccup_process(q, seconds: float, nap: float = 0.002) -> None:
     mem: list[tuple[float, float]] = []
     next_probe = 0.0
     end = time.perf_counter() + seconds
-    last = (time.perf_counter(), _cpu_jiffies(), _vmstat())
+    last = (time.perf_counter(), _cpu_jiffies(), _vmstat(), _group_cpu(groups))
+    cpu: list[tuple[float, dict[str, float]]] = []
     while (t := time.perf_counter()) < end:
         time.sleep(nap)
         woke = time.perf_counter()
@@ -727,13 +732,14 @@ def _hiccup_process(q, seconds: float, nap: float = 0.002) -> None:
             mem.append((woke, time.perf_counter() - woke))
             next_probe = woke + 0.05
         if woke - last[0] >= 1.0:
-            now = (woke, _cpu_jiffies(), _vmstat())
+            now = (woke, _cpu_jiffies(), _vmstat(), _group_cpu(groups))
             if now[1] and last[1]:
                 total = sum(now[1]) - sum(last[1])
                 steal.append((last[0], (now[1][7] - last[1][7]) / total if total > 0 else 0.0))
             vm.append((last[0], {k: now[2][k] - last[2][k] for k in now[2] if k in last[2]}))
+            cpu.append((last[0], {g: now[3][g] - last[3][g] for g in now[3] if g in last[3]}))
             last = now
-    q.put((late, steal, vm, mem))
+    q.put((late, steal, vm, mem, cpu))
 
 
 def _cpu_jiffies() -> list[int] | None:
@@ -743,6 +749,40 @@ def _cpu_jiffies() -> list[int] | None:
             return [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
         return None
+
+
+#: kernel threads whose CPU time the meter reads: reclaim, compaction, huge-page collapsing, and DAMON
+#: (this VM's host runs a DAMON "pageout" scheme for cold page cache)
+KERNEL_THREADS = ("kswapd", "kcompactd", "khugepaged", "kdamond")
+
+
+def _kernel_threads() -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            name = (d / "comm").read_text().strip()
+        except OSError:
+            continue
+        for k in KERNEL_THREADS:
+            if name.startswith(k):
+                found.setdefault(k, []).append(int(d.name))
+    return found
+
+
+def _group_cpu(groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each group of processes (from /proc/<pid>/stat; 10 ms resolution)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[str, float] = {}
+    for g, pids in groups.items():
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                pass
+        out[g] = total / tick
+    return out
 
 
 def _vmstat() -> dict[str, int]:
@@ -823,12 +863,12 @@ def run_client(
         ),
     )
     hq = ctx.Queue()
-    meter = ctx.Process(target=_hiccup_process, args=(hq, args.warmup + duration + 5.0))
+    meter = ctx.Process(target=_hiccup_process, args=(hq, args.warmup + duration + 5.0, 0.002, watched))
     meter.start()
     p.start()
     out = q.get(timeout=duration + args.warmup + 300)
     p.join(timeout=30)
-    late, steal, vm, mem = hq.get(timeout=60)
+    late, steal, vm, mem, cpu = hq.get(timeout=60)
     meter.join(timeout=30)
     wall = time.perf_counter() - t0
     for name, pids in watched.items():
@@ -852,6 +892,12 @@ def run_client(
             else None
             for s in range(seconds)
         ]
+        # CPU use per second (percent of one core) of the watched processes and the kernel's memory threads
+        out["cpu_by_second_pct"] = {
+            g: [round(100.0 * c.get(g, 0.0), 0) for t, c in cpu if 0 <= t - origin < seconds]
+            for g in sorted({g for _, c in cpu for g in c})
+            if any(c.get(g, 0.0) for _, c in cpu)
+        }
         # memory-management events per second, only the counters that moved
         window = [counts for t, counts in vm if 0 <= t - origin < seconds]
         out["host_vmstat_by_second"] = {
