@@ -13,9 +13,8 @@ that connection once the response is sent, and the client's next connection is h
 only sheds while it is over its share, so the split converges to within ``SLACK`` of even (17 / 15 of
 32). The slack keeps it from churning: without it a replacement connection that lands on the other
 worker pushes that one over by one, it sheds in turn, and so on (measured: 1,510 reconnects in an
-18 s closed-loop run with no slack). This is the
-same remedy as gRPC's ``MAX_CONNECTION_AGE`` or Envoy's connection balancing, at the cost of one new
-TCP connection on loopback or LAN per shed connection. No request is dropped: the response is
+18 s closed-loop run with no slack). This is the same remedy as gRPC's ``MAX_CONNECTION_AGE`` or
+Envoy's connection balancing, at the cost of one new TCP connection per shed connection. No request is dropped: the response is
 complete, and HTTP/1.1 clients open a new connection for the next request after ``Connection: close``.
 
 The counts live in a small shared array the supervisor creates (one slot per worker); each worker

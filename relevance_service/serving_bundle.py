@@ -17,8 +17,8 @@ Memory layout, chosen for 1M-item catalogs on a small machine:
 - ``embeddings.npy`` is memory-mapped ("similar items", reasons, exact re-scans touch a few rows);
 - the FAISS index is memory-mapped too (``INDEX_READ_FLAGS``), zero-copy from the bundle file: every
   worker on a host searches the one copy in the page cache instead of reading its own (≈ 285 MB each at
-  1M items), a load takes milliseconds instead of a copy, and two workers scanning the same lists share
-  the CPU cache lines. Bundle files are never rewritten in place (a new version is a new directory,
+  1M items), a load takes milliseconds instead of a copy, and workers scanning the same lists can share
+  cache lines. Bundle files are never rewritten in place (a new version is a new directory,
   old ones are unlinked, which a mapping survives), and FAISS checks every read against the file's size,
   so a truncated index is refused at load like before.
 """
