@@ -704,9 +704,9 @@ def _hiccup_process(q, seconds: float, nap: float = 0.002, watch: dict[str, list
     (``steal`` in /proc/stat), which slows every process without delaying an idle one's wake-up much,
     and the kernel's memory-management counters (``VMSTAT_COUNTERS``), whose stalls hit only the
     process that allocates or faults; every 50 ms it times one pass over 16 MB (the memory probe).
-    Puts ``(late, steal, vmstat, probe)``: lists of ``(perf_counter, seconds late)``, ``(perf_counter,
-    steal share of CPU time)``, ``(perf_counter, {counter: increase})``, ``(perf_counter, seconds)``,
-    and ``(perf_counter, {group: CPU seconds})`` for the ``watch`` groups of processes and the kernel's
+    Puts ``(late, steal, vmstat, probe, cpu)``: lists of ``(perf_counter, seconds late)``,
+    ``(perf_counter, steal share of CPU time)``, ``(perf_counter, {counter: increase})``,
+    ``(perf_counter, seconds)``, and ``(perf_counter, {group: CPU seconds})`` for the ``watch`` groups of processes and the kernel's
     memory threads (``KERNEL_THREADS``): whether a slow second's workers were running (slowly) or
     waiting on something."""
     groups = {**(watch or {}), **_kernel_threads()}
@@ -770,19 +770,8 @@ def _kernel_threads() -> dict[str, list[int]]:
 
 
 def _group_cpu(groups: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far of each group of processes (from /proc/<pid>/stat; 10 ms resolution)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    out: dict[str, float] = {}
-    for g, pids in groups.items():
-        total = 0
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-            except (OSError, IndexError, ValueError):
-                pass
-        out[g] = total / tick
-    return out
+    """CPU seconds so far of each group of processes."""
+    return {g: cpu_seconds(pids) for g, pids in groups.items()}
 
 
 def _vmstat() -> dict[str, int]:
@@ -820,11 +809,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def server_pids(server_pid: int) -> list[int]:
-    import psutil
-
+    """The server's workers (and any other process it started)."""
     try:
-        return [c.pid for c in psutil.Process(server_pid).children(recursive=True)]
-    except psutil.Error:
+        return [p.pid for p in _tree(server_pid)[1:]]
+    except Exception:
         return []
 
 
