@@ -44,6 +44,7 @@ FRESHNESS_POLICIES: dict[str, dg.FreshnessPolicy] = {
     "two_tower_model": _NIGHTLY,
     "item_embeddings": _NIGHTLY,
     "faiss_index": _NIGHTLY,
+    "learned_ranker": _NIGHTLY,
     "offline_evaluation": _NIGHTLY,
     "published_bundle": _NIGHTLY,
 }
@@ -65,6 +66,7 @@ AUTOMATION_CONDITIONS: dict[str, dg.AutomationCondition] = {
     "two_tower_model": dg.AutomationCondition.on_cron(RETRAIN_CRON),
     "item_embeddings": _EAGER_AFTER_MODEL,
     "faiss_index": _EAGER_AFTER_MODEL,
+    "learned_ranker": _EAGER_AFTER_MODEL,
     "offline_evaluation": _EAGER_AFTER_MODEL,
     "published_bundle": _EAGER_AFTER_MODEL,
     "stg_items": _EAGER,

@@ -108,8 +108,12 @@ def assemble_bundle(
     data: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    ranking_dir: str | Path | None = None,
 ) -> B.Manifest:
     """Write a complete bundle into ``dest`` (created; must be empty) and return its finalised manifest.
+
+    ``ranking_dir`` (``artifacts/ranking/<model_version>/``): the ranking stage's sources and ranker,
+    copied when present; a bundle without them serves the retrieval order.
 
     ``embeddings`` row i must be ``index.item_ids[i]``'s vector (the index's row order); the id map and
     ``embeddings.npy`` are written from the same arrays so they cannot disagree.
@@ -127,6 +131,12 @@ def assemble_bundle(
         raise B.BundleError(f"embeddings {emb.shape} do not match the index ({len(index)}, {index.dim})")
     for name in MODEL_FILES + tuple(f for f in OPTIONAL_MODEL_FILES if (model_dir / f).is_file()):
         shutil.copyfile(model_dir / name, dest / name)
+    if ranking_dir is not None:
+        from relevance_core.ranking.stage import STAGE_FILES
+
+        for name in STAGE_FILES:
+            if (Path(ranking_dir) / name).is_file():
+                shutil.copyfile(Path(ranking_dir) / name, dest / name)
     index.save(dest)  # index.faiss + item_ids.parquet
     np.save(dest / B.EMBEDDINGS, emb)
     items_t = items_table(items)

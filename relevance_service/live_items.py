@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from relevance_service.rerank import Candidates, category_prefix_matches
+from relevance_core.ranking.rules import Candidates, category_prefix_matches
 from relevance_service.serving_bundle import HYDRATION_COLUMNS, ServingBundle, category_prefix
 
 log = logging.getLogger(__name__)

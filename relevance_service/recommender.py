@@ -1,4 +1,5 @@
-"""The request path (DESIGN.md §4): history → user tower → FAISS top-K → business rules → top N.
+"""The request path: history → user tower → FAISS top-K (+ the other candidate sources) → hard filters →
+ranker → boosts, penalty, diversity → top N.
 
 Pure functions of one :class:`~relevance_service.live_items.ServingState` (the bundle + its live
 overlay, read once per request) and a :class:`Query`; no HTTP here, so the benchmark's in-process "raw
@@ -10,6 +11,11 @@ Strategies:
 - ``popular``: popular/trending items (popularity from the bundle), for anonymous users, unknown users
   and histories whose items the model does not know;
 - ``similar``: neighbours of one item's embedding ("find similar items").
+
+When the bundle carries a learned ranker (``relevance_core.ranking``), a personalised request adds the
+co-visitation, history and popular-in-category candidates to the ANN's, and the ranker's score replaces
+the retrieval score for the survivors of the hard filters (the ANN's first ``ann_k`` and the other
+sources' candidates; further ANN hits keep their order below them). Without one, nothing changes.
 
 When the rules leave fewer than ``k`` items the search widens step by step (:data:`WIDEN_STAGES`):
 a bigger FAISS K with a wider probe, then an exact scan over the items that pass the filters (cheap for
@@ -23,8 +29,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from relevance_core.ranking.features import History
+from relevance_core.ranking.rules import (
+    Candidates,
+    Filters,
+    RerankConfig,
+    RerankResult,
+    Rescore,
+    member,
+    rerank,
+)
+from relevance_core.schemas import EVENT_TYPE_CODES
 from relevance_service.live_items import ServingState
-from relevance_service.rerank import Candidates, Filters, RerankConfig, RerankResult, rerank
 from relevance_service.serving_bundle import top_level
 from relevance_service.settings import ServiceSettings
 from relevance_service.user_state import HistoryEntry
@@ -98,7 +114,14 @@ class Recommender:
         filters = self._filters(state, query, exclude)
         if q is None:
             return self._popular(state, query, filters)
-        res, widened = self._search(state, q, filters, query.k)
+        hist = None
+        if b.ranked:
+            hist = History(
+                rows=np.asarray([b.row_of.get(e.item_id, -1) for e in recent], dtype=np.int64),
+                events=np.asarray([EVENT_TYPE_CODES.get(e.event_type, 0) for e in recent], dtype=np.int64),
+                ages_s=np.asarray([max(0.0, now - e.ts) for e in recent], dtype=np.float64),
+            )
+        res, widened = self._search(state, q, filters, query.k, hist=hist, now=now)
         slate = self._finish(state, "personalized", res, widened, query, filters)
         self._history_reasons(state, slate, history)
         return slate
@@ -141,33 +164,75 @@ class Recommender:
         )
 
     def _rerank(
-        self, state: ServingState, c: Candidates, filters: Filters, k: int, cfg: RerankConfig
+        self,
+        state: ServingState,
+        c: Candidates,
+        filters: Filters,
+        k: int,
+        cfg: RerankConfig,
+        rescore: Rescore | None = None,
     ) -> RerankResult:
         emb = state.embedding_rows(c.rows) if cfg.diversity == "mmr" else None
-        return rerank(c, filters, k, cfg, embeddings=emb)
+        return rerank(c, filters, k, cfg, embeddings=emb, rescore=rescore)
+
+    def _ranked(
+        self, state: ServingState, q: np.ndarray, c: Candidates, hist: History | None, now: float
+    ) -> tuple[Candidates, Rescore | None]:
+        """The ANN candidates ``c`` plus the other sources' candidates, and the ranker as a re-scoring
+        step; ``c`` unchanged when the bundle has no ranker."""
+        stage = state.bundle.ranking
+        if hist is None or stage is None or stage.ranker is None:
+            return c, None
+        ann = c.rows[np.argsort(-c.scores, kind="stable")]
+        ranked = stage.candidates(hist, ann)
+        extra = ranked[min(len(ann), stage.cfg.ann_k) :]
+        extra = extra[~member(extra, ann)] if len(extra) else extra
+        union = Candidates.concat([c, state.main_candidates(extra, np.zeros(len(extra), np.float32))])
+
+        def rescore(cands: Candidates, idx: np.ndarray) -> np.ndarray:
+            out = np.full(len(cands), -np.inf, dtype=np.float32)
+            inside = member(cands.rows[idx], ranked)
+            sel = idx[inside]
+            scores = stage.score(hist, cands.rows[sel], ann, q, state.embedding_rows, now)
+            out[sel] = scores
+            rest = idx[~inside]  # deeper ANN hits: below every ranked candidate, in retrieval order
+            floor = float(scores.min()) if len(scores) else 0.0
+            out[rest] = floor - 1.0 + cands.scores[rest] * 1e-3
+            return out
+
+        return union, rescore
 
     def _search(
-        self, state: ServingState, q: np.ndarray, filters: Filters, k: int
+        self,
+        state: ServingState,
+        q: np.ndarray,
+        filters: Filters,
+        k: int,
+        *,
+        hist: History | None = None,
+        now: float = 0.0,
     ) -> tuple[RerankResult, str | None]:
         s = self.settings
         b = state.bundle
+
+        def ranked(c: Candidates) -> RerankResult:
+            union, rescore = self._ranked(state, q, c, hist, now)
+            return self._rerank(state, union, filters, k, self.cfg, rescore)
+
         K = min(s.candidates_k, b.n_items)
-        res = self._rerank(state, state.retrieve(q, K), filters, k, self.cfg)
+        res = ranked(state.retrieve(q, K))
         widened = None
         if res.n < k and K < b.n_items:
             K2 = min(max(K * 8, s.candidates_k), s.max_candidates_k, b.n_items)
             if K2 > K:
-                res = self._rerank(
-                    state, state.retrieve(q, K2, b.default_breadth.widened(4)), filters, k, self.cfg
-                )
+                res = ranked(state.retrieve(q, K2, b.default_breadth.widened(4)))
                 widened = "index"
         if res.n < k and filters.restrictive:
             main_rows, local = state.filtered_subset(
                 filters.category_codes, filters.max_price, filters.location_code
             )
             if len(main_rows) <= s.exact_scan_limit:
-                c = state.exact_candidates(q, main_rows, local, max(K, 4 * k))
-                res = self._rerank(state, c, filters, k, self.cfg)
+                res = ranked(state.exact_candidates(q, main_rows, local, max(K, 4 * k)))
                 widened = "exact"
         return res, widened
 

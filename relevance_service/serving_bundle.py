@@ -44,9 +44,10 @@ from relevance_core.bundle import BundleError, Manifest
 from relevance_core.features import FeatureEncoder
 from relevance_core.index import ParameterTrees
 from relevance_core.model.onnx_encoder import OnnxUserEncoder, onnx_runtime_available
+from relevance_core.ranking.rules import Promotions, boost_per_code, category_prefix_matches
+from relevance_core.ranking.stage import RankingStage
 from relevance_core.schemas import EVENT_TYPE_CODES
 from relevance_service.packed_rows import PackedRows
-from relevance_service.rerank import Promotions, boost_per_code, category_prefix_matches
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ HYDRATION_COLUMNS = (
     "seller_id",
     "available",
 )
+
+#: item columns the ranking stage's features read (``relevance_core.ranking.sources.ItemAttributes``)
+RANKING_COLUMNS = ("item_id", "category_path", "brand", "price", "created_at")
 
 
 def _norm(s: Any) -> str | None:
@@ -159,6 +163,8 @@ class ServingBundle:
     diversity_level: int
     #: ONNX Runtime twin of the user tower's encoder (``user_encoder.onnx``); None: TorchScript serves
     user_encoder: OnnxUserEncoder | None = None
+    #: the second stage (candidate sources + ranker); retrieval-only when the bundle has none
+    ranking: RankingStage | None = None
     _category_cache: dict[str, np.ndarray] = field(default_factory=dict)
     _trees: ParameterTrees | None = field(default=None, repr=False)
     _rule_records: np.ndarray = field(init=False, repr=False)  # int32 [N, 8]: RULE_RECORD per row
@@ -316,6 +322,14 @@ class ServingBundle:
         promo = promo.merged(promotions)
         boost = _boosts(promo, n, row_of, path_code, paths, seller_code, sellers)
 
+        ranking = RankingStage.load(
+            path,
+            item_ids,
+            pq.read_table(
+                path / bundle_format.ITEMS, columns=[c for c in RANKING_COLUMNS if c in schema_names]
+            ),
+        )
+
         tuned = dict(manifest.extra.get("search_params") or {}) if isinstance(manifest.extra, dict) else {}
         tuned.update(manifest.model.get("search_params") or {} if isinstance(manifest.model, dict) else {})
         breadth = SearchBreadth(
@@ -355,6 +369,7 @@ class ServingBundle:
             history_length=int(history_length or manifest.history_length or encoder.history_length),
             diversity_level=diversity_level,
             user_encoder=user_encoder,
+            ranking=ranking,
         )
 
     # -- model calls --------------------------------------------------------------------------------------
@@ -365,6 +380,11 @@ class ServingBundle:
     @property
     def dim(self) -> int:
         return int(self.manifest.dim)
+
+    @property
+    def ranked(self) -> bool:
+        """True when a learned ranker orders this bundle's candidates (else the retrieval order)."""
+        return self.ranking is not None and self.ranking.ranker is not None
 
     @property
     def user_tower_runtime(self) -> str:

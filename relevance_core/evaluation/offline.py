@@ -32,6 +32,9 @@ from relevance_core.evaluation.metrics import evaluate_lists, popularity_percent
 SEGMENTS = ("all", "new_users", "cold_items")
 #: Name of the currently published bundle when it is re-scored on the same queries.
 PUBLISHED = "published"
+#: The model's own retrieval order (ANN only, no ranking stage): reported beside the full path, and not a
+#: baseline the gate compares with (the ranker has its own gate against it).
+RETRIEVAL_ONLY = "retrieval_only"
 METRIC_ORDER = ("hr", "recall", "ndcg", "mrr", "coverage", "pop_percentile", "gini", "novelty")
 METRIC_LABELS = {
     "hr": "HR",
@@ -72,13 +75,15 @@ def build_queries(
     seed: int = 0,
 ) -> pd.DataFrame:
     """One query per test session (see module docstring). Columns: ``session_key, user_id, hist_item_ids,
-    hist_event_types, hist_age_s, relevant (dict item→gain), cold_relevant (dict), new_user (bool)``."""
+    hist_event_types, hist_age_s, query_ts, relevant (dict item→gain), cold_relevant (dict), new_user (bool)``
+    (``query_ts``: when the query is asked, the cut pair's target time)."""
     cols = [
         "session_key",
         "user_id",
         "hist_item_ids",
         "hist_event_types",
         "hist_age_s",
+        "query_ts",
         "relevant",
         "cold_relevant",
         "new_user",
@@ -113,6 +118,7 @@ def build_queries(
                 "hist_item_ids": hist,
                 "hist_event_types": [str(e) for e in _list(q["hist_event_types"])],
                 "hist_age_s": [float(a) for a in _list(q["hist_age_s"])],
+                "query_ts": q["target_ts"] if "target_ts" in q.index else None,
                 "relevant": relevant,
                 "cold_relevant": {i: g for i, g in relevant.items() if i not in warm},
                 "new_user": uid is None or uid not in train_users,
@@ -136,9 +142,9 @@ class EvaluationReport:
         return float(self.results.get(system, {}).get(segment, {}).get(name, float("nan")))
 
     def baselines(self) -> list[str]:
-        """Systems the model must beat: everything except the model and the live bundle (``published``),
-        which is a regression reference, not a baseline."""
-        return [s for s in self.results if s != self.model_name and s != PUBLISHED]
+        """Systems the model must beat: everything except the model, the live bundle (``published``),
+        which is a regression reference, and the model's own retrieval-only order."""
+        return [s for s in self.results if s not in (self.model_name, PUBLISHED, RETRIEVAL_ONLY)]
 
     def best_baseline(self, metric: str = "ndcg", segment: str = "all") -> tuple[str, float]:
         cands = [(s, self.metric(s, metric, segment)) for s in self.baselines()]

@@ -21,9 +21,17 @@ from relevance_core.evaluation.baselines import (
     PopularityRecommender,
     training_popularity,
 )
-from relevance_core.evaluation.offline import PUBLISHED, EvaluationReport, build_queries, run_evaluation
+from relevance_core.evaluation.offline import (
+    PUBLISHED,
+    RETRIEVAL_ONLY,
+    EvaluationReport,
+    build_queries,
+    run_evaluation,
+)
 from relevance_core.evaluation.retrieval import TowerRetriever
 from relevance_core.index import ItemIndex
+from relevance_core.ranking.build import StageRecommender, load_ranking_stage
+from relevance_core.ranking.stage import RankingStage
 from relevance_core.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,18 @@ def _baseline_fns(train: pd.DataFrame):
     return {"popularity": popularity, "cooccurrence": cooccurrence}
 
 
+def bundle_recommender(bdir) -> StageRecommender:
+    """A published bundle's full path (its towers, index, sources and ranker) as a ``RecommendFn``."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    index = ItemIndex.load(bdir)
+    item_ids = [str(i) for i in index.item_ids.tolist()]
+    stage = RankingStage.load(bdir, item_ids, pq.read_table(bdir / B.ITEMS))
+    emb = np.load(bdir / B.EMBEDDINGS, mmap_mode="r")
+    return StageRecommender(TowerRetriever.from_dir(bdir, index=index), index, emb, stage)
+
+
 def run_offline_evaluation(
     store: ArtifactStore,
     model_version: str,
@@ -78,19 +98,26 @@ def run_offline_evaluation(
     seed: int = 0,
     include_published: bool = True,
 ) -> EvaluationRun:
-    """Score the model (user tower → this model's FAISS index, seen items removed), the baselines and, if
-    one is live, the published bundle on the same queries from the test split."""
+    """Score the model through the serving path (user tower → this model's FAISS index → candidate
+    sources → ranker, seen items removed), its retrieval-only order when it has a ranker, the baselines
+    and, if one is live, the published bundle on the same queries from the test split."""
     train = load_pairs(store, "train")
     test = load_pairs(store, "test")
     queries = build_queries(test, train, max_queries=max_queries, seed=seed)
     index, _meta = P.load_index(store, model_version)
-    model = TowerRetriever.from_dir(store.local_dir(P.model_key(model_version)), index=index)
-    recommenders = {"two_tower": model} | _baseline_fns(train)
+    retriever = TowerRetriever.from_dir(store.local_dir(P.model_key(model_version)), index=index)
+    _, emb, _ = P.read_embeddings(store, model_version)
+    item_ids = [str(i) for i in index.item_ids.tolist()]
+    stage = load_ranking_stage(store, model_version, item_ids)
+    recommenders = {"two_tower": StageRecommender(retriever, index, emb, stage)}
+    if stage.ranker is not None:
+        recommenders[RETRIEVAL_ONLY] = retriever
+    recommenders |= _baseline_fns(train)
     published = B.latest_version(store) if include_published else None
     if published is not None:
         try:
             bdir, _manifest = B.fetch(store, published)
-            recommenders[PUBLISHED] = TowerRetriever.from_dir(bdir, index=ItemIndex.load(bdir))
+            recommenders[PUBLISHED] = bundle_recommender(bdir)
         except Exception as e:  # noqa: BLE001 - an unloadable live bundle must not block evaluation
             log.warning("could not re-score the published bundle %s: %s", published, e)
             published = None

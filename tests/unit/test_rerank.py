@@ -1,4 +1,4 @@
-"""Business rules after retrieval: filters, boosts, popularity penalty, diversity (relevance_service.rerank)."""
+"""Business rules after retrieval: filters, boosts, popularity penalty, diversity (relevance_core.ranking.rules)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from relevance_service.rerank import (
+from relevance_core.ranking.rules import (
     RULE_CATEGORY,
     RULE_DUPLICATE,
     RULE_LOCATION,

@@ -309,14 +309,14 @@ def evaluation_gates(evaluation: dict[str, Any], index_meta: dict[str, Any]) -> 
 @dg.asset(
     key="offline_evaluation",
     group_name=SERVING_GROUP,
-    deps=["faiss_index", "training_pairs"],
+    deps=["faiss_index", "learned_ranker", "training_pairs"],
     kinds={"python"},
 )
 def offline_evaluation(
     context: dg.AssetExecutionContext, config: OfflineEvaluationConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """The model through the service's own path (history → user tower → FAISS top-K, seen items removed)
-    on the time-split test sessions, against popularity and item-to-item co-occurrence baselines and the
+    """The model through the service's own path (history → user tower → FAISS top-K → candidate sources
+    → ranker, seen items removed; the retrieval-only order beside it) on the time-split test sessions, against popularity and item-to-item co-occurrence baselines and the
     live bundle, all on the same queries: HR/Recall/NDCG/MRR@K, coverage, popularity bias, Gini, novelty,
     overall and for new users and cold items."""
     from relevance_core.evaluation.plots import plot_report
@@ -393,6 +393,12 @@ def not_worse_than_published_check(
     return dg.AssetCheckResult(passed=gate.passed, description=gate.description, metadata=_md(gate.metadata))
 
 
+def _ranking_dir(store: ArtifactStore, v: str) -> Path | None:
+    from relevance_core.ranking.build import ranking_key
+
+    return store.local_dir(ranking_key(v)) if store.dir_exists(ranking_key(v)) else None
+
+
 # -- published_bundle -----------------------------------------------------------------------------------------
 class PublishedBundleConfig(dg.Config):
     keep: int = 5
@@ -404,6 +410,7 @@ class PublishedBundleConfig(dg.Config):
     deps=[
         "offline_evaluation",
         "faiss_index",
+        "learned_ranker",
         "item_embeddings",
         "two_tower_model",
         "dim_items",
@@ -442,6 +449,7 @@ def published_bundle(
             items=P.load_catalog(store),
             popularity=P.load_popularity(store),
             model_version=v,
+            ranking_dir=_ranking_dir(store, v),
             data={
                 "store": store.base_uri,
                 "run_id": context.run.run_id,

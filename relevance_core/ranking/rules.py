@@ -1,8 +1,8 @@
-"""Business rules applied after retrieval (DESIGN.md §4): filter, adjust scores, diversify.
+"""Business rules applied after retrieval and ranking: filter, adjust scores, diversify.
 
 Everything here works on flat numpy arrays describing the candidates (one entry per FAISS hit), so the
 rules cost microseconds for K≈500 and can be unit-tested without a model, an index or a server. The
-bundle/overlay code (:mod:`relevance_service.serving_bundle`, :mod:`relevance_service.live_items`) is
+service's bundle and live-overlay code is
 what fills a :class:`Candidates` from item rows.
 
 Order of operations, and why:
@@ -25,7 +25,7 @@ says whether that is needed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -183,9 +183,9 @@ def apply_filters(c: Candidates, f: Filters) -> tuple[np.ndarray, dict[str, int]
     return np.flatnonzero(keep), counts
 
 
-def adjusted_scores(c: Candidates, cfg: RerankConfig) -> np.ndarray:
-    """Retrieval score + promotion boost − popularity penalty (float32)."""
-    s = c.scores.astype(np.float32, copy=True)
+def adjusted_scores(c: Candidates, cfg: RerankConfig, base: np.ndarray | None = None) -> np.ndarray:
+    """Base score (the retrieval score, or the ranker's) + promotion boost − popularity penalty (float32)."""
+    s = (c.scores if base is None else base).astype(np.float32, copy=True)
     s += c.boost
     if cfg.popularity_penalty:
         s -= np.float32(cfg.popularity_penalty) * c.popularity
@@ -270,20 +270,31 @@ class RerankResult:
         return len(self.chosen)
 
 
+#: ``rescore(candidates, survivors) -> float32 [len(candidates)]``: new base scores, read at ``survivors``
+Rescore = Callable[[Candidates, np.ndarray], np.ndarray]
+
+
 def rerank(
-    c: Candidates, f: Filters, k: int, cfg: RerankConfig, *, embeddings: np.ndarray | None = None
+    c: Candidates,
+    f: Filters,
+    k: int,
+    cfg: RerankConfig,
+    *,
+    embeddings: np.ndarray | None = None,
+    rescore: Rescore | None = None,
 ) -> RerankResult:
-    """Filter, adjust and diversify ``c`` down to at most ``k`` items.
+    """Filter, (re-score,) adjust and diversify ``c`` down to at most ``k`` items.
 
     ``embeddings`` (rows aligned with ``c``) is only needed for ``mmr`` diversity; without it ``mmr``
-    falls back to caps.
+    falls back to caps. ``rescore`` is the ranking stage: it runs after the hard filters, on the
+    survivors only, and its scores replace the retrieval scores before boosts, penalty and diversity.
     """
     idx, filtered = apply_filters(c, f)
     if len(idx) == 0:
         return RerankResult(Candidates.empty(), np.zeros(0, dtype=np.float32), filtered, 0)
     # scores of every candidate (vectorised, cheap), ranked among the survivors; indices stay into ``c``,
     # so only the chosen few are copied out
-    scores = adjusted_scores(c, cfg)
+    scores = adjusted_scores(c, cfg, None if rescore is None else rescore(c, idx))
     order = idx[np.argsort(-scores[idx], kind="stable")]
     if cfg.diversity == "mmr" and embeddings is not None:
         top = order[: max(4 * k, 50)]

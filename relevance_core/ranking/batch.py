@@ -1,0 +1,100 @@
+"""The ranking stage over many queries at once: training examples for the ranker, offline evaluation and
+the session benchmark. Per query it calls exactly what the service calls for one request
+(:meth:`RankingStage.candidates`, :meth:`RankingStage.features`); only the user tower, the ANN search and
+the ranker's predictions are batched, which changes no number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from relevance_core.ranking.features import FEATURES, History
+from relevance_core.ranking.ranker import QueryBlock, grade
+from relevance_core.ranking.stage import RankingStage
+from relevance_core.schemas import EVENT_TYPE_CODES
+
+
+def history_of(
+    row_of: Mapping[str, int], item_ids: Sequence[str], event_types: Sequence[str], ages_s: Sequence[float]
+) -> History:
+    """A :class:`History` from id lists (oldest first); unknown items get row -1."""
+    return History(
+        rows=np.fromiter((row_of.get(str(i), -1) for i in item_ids), np.int64, len(item_ids)),
+        events=np.fromiter((EVENT_TYPE_CODES.get(str(e), 0) for e in event_types), np.int64, len(item_ids)),
+        ages_s=np.asarray(list(ages_s), dtype=np.float64),
+    )
+
+
+@dataclass
+class BatchInputs:
+    """Queries as the stage needs them: histories, user vectors [Q, D], the ANN's rows [Q, >= ann_k]
+    (-1 padded), item embeddings [N, D] (the index's row order) and each query's "now"."""
+
+    histories: list[History]
+    user_vecs: np.ndarray
+    ann_rows: np.ndarray
+    embeddings: np.ndarray
+    now_s: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.histories)
+
+
+def _features(stage: RankingStage, inp: BatchInputs, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ann = inp.ann_rows[i]
+    ann = ann[ann >= 0]
+    rows = stage.candidates(inp.histories[i], ann)
+    ann_score = inp.embeddings[rows] @ inp.user_vecs[i]
+    X = stage.features(inp.histories[i], rows, ann, ann_score.astype(np.float32), float(inp.now_s[i]))
+    return rows, X, ann
+
+
+def query_blocks(
+    stage: RankingStage, inp: BatchInputs, target_rows: np.ndarray, target_weights: np.ndarray
+) -> list[QueryBlock]:
+    """One :class:`QueryBlock` per query (the ranker's training and gating data)."""
+    out = []
+    ann_col = FEATURES.index("ann_rank")
+    for i in range(len(inp)):
+        rows, X, _ = _features(stage, inp, i)
+        out.append(QueryBlock(X, rows, X[:, ann_col].copy(), int(target_rows[i]), grade(target_weights[i])))
+    return out
+
+
+def rank_batch(
+    stage: RankingStage,
+    inp: BatchInputs,
+    k: int,
+    *,
+    exclude_seen: bool,
+    use_ranker: bool = True,
+    chunk: int = 4096,
+) -> list[np.ndarray]:
+    """Top-``k`` rows per query through the stage (``use_ranker=False``: the retrieval-only order, i.e.
+    the ANN list as it is). ``exclude_seen`` drops the history's items, as the service's rule does."""
+    out: list[np.ndarray] = []
+    for start in range(0, len(inp), chunk):
+        idx = range(start, min(len(inp), start + chunk))
+        if not use_ranker or stage.ranker is None:
+            for i in idx:
+                ann = inp.ann_rows[i]
+                out.append(_top(ann[ann >= 0], None, inp.histories[i], k, exclude_seen))
+            continue
+        parts = [_features(stage, inp, i) for i in idx]
+        scores = stage.ranker.booster.predict(np.concatenate([p[1] for p in parts]))
+        bounds = np.cumsum([len(p[0]) for p in parts])[:-1]
+        for i, (rows, _, _), s in zip(idx, parts, np.split(scores, bounds), strict=True):
+            out.append(_top(rows, s, inp.histories[i], k, exclude_seen))
+    return out
+
+
+def _top(
+    rows: np.ndarray, scores: np.ndarray | None, hist: History, k: int, exclude_seen: bool
+) -> np.ndarray:
+    order = rows if scores is None else rows[np.argsort(-scores, kind="stable")]
+    if exclude_seen and len(hist):
+        order = order[~np.isin(order, hist.rows)]
+    return order[:k]

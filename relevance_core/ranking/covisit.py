@@ -1,0 +1,159 @@
+"""Session co-visitation: an item-to-item table of "what comes next" built from the training sessions.
+
+Why a table and not session-kNN itself: a session-kNN answer needs every recent session in memory and a
+scan of the neighbours per request; the table keeps, per item, only the ``top_m`` items that followed it
+(or, with a smaller weight, came before it) within a history window, weighted by how close they were.
+A request then sums a handful of short rows (the history's items, the most recent weighing most), which
+costs tens of microseconds, and the ranker learns how much to trust it against the two-tower score. On
+session data the two disagree on many hits, which is what a ranker over both gains from.
+
+Built from the ``train`` split of ``training_pairs`` only: every (history item, target) pair in it is one
+observed transition at a known distance. Validation and test sessions never feed the table, so a ranker
+trained on validation days sees the table exactly as it will be at serving time (no target leaks into
+its own features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+COVISIT_SCHEMA = pa.schema(
+    [
+        pa.field("src_item_id", pa.string()),
+        pa.field("dst_item_id", pa.string()),
+        pa.field("score", pa.float32()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CovisitConfig:
+    #: neighbours kept per item (the table's size is at most items x top_m)
+    top_m: int = 50
+    #: weight of "came before" relative to "came after" (sessions are not read strictly in order)
+    backward_weight: float = 0.5
+    #: DuckDB memory limit and spill directory for the build (None: DuckDB's defaults)
+    memory_limit: str | None = "2GB"
+
+
+def build_covisit_table(pair_files: Sequence[str | Path], cfg: CovisitConfig | None = None) -> pa.Table:
+    """``src_item_id, dst_item_id, score`` from training-pair Parquet files (``split = 'train'`` rows).
+
+    A pair with history ``h_1..h_n`` and target ``t`` adds ``1/d`` to ``h_i → t`` (``d = n - i + 1``,
+    the distance) and ``backward_weight / d`` to ``t → h_i``. DuckDB aggregates out of core, so the
+    build does not grow with the Python heap."""
+    import duckdb
+
+    cfg = cfg or CovisitConfig()
+    files = [str(f) for f in pair_files]
+    if not files:
+        return COVISIT_SCHEMA.empty_table()
+    con = duckdb.connect()
+    try:
+        if cfg.memory_limit:
+            con.execute(f"SET memory_limit = '{cfg.memory_limit}'")
+        sql = f"""
+        WITH p AS (
+            SELECT hist_item_ids AS h, target_item_id AS t, len(hist_item_ids) AS n
+            FROM read_parquet($files) WHERE split = 'train'
+        ), u AS (
+            SELECT t, n, unnest(h) AS src, unnest(range(n)) AS i FROM p
+        ), e AS (
+            SELECT src, t AS dst, 1.0 / (n - i) AS w FROM u WHERE src <> t
+            UNION ALL
+            SELECT t AS src, src AS dst, {float(cfg.backward_weight)} / (n - i) AS w
+            FROM u WHERE src <> t AND {float(cfg.backward_weight)} > 0
+        ), s AS (
+            SELECT src, dst, sum(w) AS score FROM e GROUP BY src, dst
+        )
+        SELECT src AS src_item_id, dst AS dst_item_id, CAST(score AS FLOAT) AS score FROM s
+        QUALIFY row_number() OVER (PARTITION BY src ORDER BY score DESC, dst) <= {int(cfg.top_m)}
+        ORDER BY src_item_id, score DESC
+        """
+        table = con.execute(sql, {"files": files}).arrow()
+    finally:
+        con.close()
+    if isinstance(table, pa.RecordBatchReader):
+        table = table.read_all()
+    return table.cast(COVISIT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Covisitation:
+    """The table as CSR arrays over item rows (the bundle's row order): row ``r``'s neighbours are
+    ``neighbors[indptr[r]:indptr[r+1]]``, best first."""
+
+    indptr: np.ndarray  # int64 [n_items + 1]
+    neighbors: np.ndarray  # int64
+    scores: np.ndarray  # float32
+
+    @property
+    def n_items(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.neighbors)
+
+    @classmethod
+    def empty(cls, n_items: int) -> Covisitation:
+        return cls(np.zeros(n_items + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+    @classmethod
+    def from_table(cls, table: pa.Table, item_ids: Sequence[str]) -> Covisitation:
+        """Over the rows of ``item_ids``; edges to items without a row (no longer in the catalog) are
+        dropped. Ids are matched in Arrow (a 1M-item table has tens of millions of edges)."""
+        import pyarrow.compute as pc
+
+        n_items = len(item_ids)
+        if table.num_rows == 0:
+            return cls.empty(n_items)
+        ids = pa.array(list(item_ids), pa.string())
+
+        def rows(col: str) -> np.ndarray:
+            pos = pc.index_in(table.column(col).combine_chunks().cast(pa.string()), value_set=ids)
+            return pos.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+        src, dst = rows("src_item_id"), rows("dst_item_id")
+        score = table.column("score").to_numpy(zero_copy_only=False).astype(np.float32)
+        ok = (src >= 0) & (dst >= 0)
+        src, dst, score = src[ok], dst[ok], score[ok]
+        order = np.lexsort((-score, src))
+        src, dst, score = src[order], dst[order], score[order]
+        indptr = np.zeros(n_items + 1, np.int64)
+        np.cumsum(np.bincount(src, minlength=n_items), out=indptr[1:])
+        return cls(indptr, dst, score)
+
+    def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        if r < 0 or r >= self.n_items:
+            return self.neighbors[:0], self.scores[:0]
+        a, b = self.indptr[r], self.indptr[r + 1]
+        return self.neighbors[a:b], self.scores[a:b]
+
+    def aggregate(self, hist_rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct neighbour rows of the history and their summed ``weight x score`` (unordered)."""
+        parts_n, parts_s = [], []
+        for r, w in zip(hist_rows.tolist(), weights.tolist(), strict=True):
+            n, s = self.row(r)
+            if len(n):
+                parts_n.append(n)
+                parts_s.append(s * np.float32(w))
+        if not parts_n:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        nb = np.concatenate(parts_n)
+        sc = np.concatenate(parts_s)
+        uniq, inv = np.unique(nb, return_inverse=True)
+        return uniq, np.bincount(inv, weights=sc, minlength=len(uniq)).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, indptr=self.indptr, neighbors=self.neighbors, scores=self.scores)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Covisitation:
+        with np.load(path) as z:
+            return cls(z["indptr"].astype(np.int64), z["neighbors"].astype(np.int64), z["scores"])

@@ -1,0 +1,176 @@
+"""The ranker's features for one history and its candidates: one function, used by the service for a
+request and by training and offline evaluation for every query, so a feature cannot mean one thing
+offline and another online.
+
+Missing values are NaN (LightGBM routes them on their own branch); a candidate a source did not return
+gets that source's "absent" rank (:data:`ABSENT_RANK`) and a score of 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from relevance_core.ranking.sources import ItemAttributes
+
+#: rank given to a candidate that a source did not return (larger than any real rank)
+ABSENT_RANK = 1000.0
+#: weight of the history entry ``d`` positions before the most recent one: 1, 1/2, 1/3, …
+_SECONDS_PER_DAY = 86_400.0
+
+FEATURES: tuple[str, ...] = (
+    # the two-tower source
+    "ann_score",  # cosine of the user vector and the item vector (computed for every candidate)
+    "ann_score_gap",  # ann_score minus the best ann_score among the candidates
+    "ann_rank",  # rank in the ANN list (ABSENT_RANK when the ANN did not return it)
+    # the co-visitation source
+    "covisit_score",  # sum over the history of recency weight x co-visitation score
+    "covisit_share",  # covisit_score / the best covisit_score among the candidates
+    "covisit_last",  # co-visitation score from the most recent history item alone
+    "covisit_rank",
+    # the history ("more from what you viewed")
+    "in_history",
+    "history_recency",  # positions before the most recent entry of the candidate's latest occurrence
+    "history_count",
+    "history_weight",  # sum of recency weights of the candidate's occurrences
+    "history_last_event",  # event code of the candidate's latest occurrence (NaN: not in the history)
+    "history_age_s",  # age of the candidate's latest occurrence
+    # popularity and trend
+    "popularity",  # log1p(training interactions)
+    "trend",  # log((recent + 1) / (all-time + 1)): rising items are positive-ish
+    "popular_rank",  # rank in the popular source of the history's category
+    # the item against the history
+    "item_age_days",
+    "same_category_last",  # same category path as the most recent history item (NaN: unknown)
+    "category_share",  # share of the history's known categories equal to the candidate's
+    "brand_share",
+    "price_ratio",  # log(price / median price of the history)
+    # the history itself
+    "history_length",
+    "last_event",  # event code of the most recent interaction
+    "last_age_s",
+)
+N_FEATURES = len(FEATURES)
+
+
+@dataclass(frozen=True)
+class History:
+    """One user's recent interactions, oldest first, as bundle rows (-1: an item the bundle lacks)."""
+
+    rows: np.ndarray  # int64
+    events: np.ndarray  # int event codes (``EVENT_TYPE_CODES``)
+    ages_s: np.ndarray  # float64, seconds before now
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def recency_weights(self) -> np.ndarray:
+        """1 for the most recent entry, 1/2 for the one before, …"""
+        n = len(self.rows)
+        return (1.0 / np.arange(n, 0, -1, dtype=np.float64)).astype(np.float32)
+
+
+@dataclass
+class Gathered:
+    """The union of the sources for one history: distinct rows and what each source said of them."""
+
+    rows: np.ndarray  # int64, distinct
+    ann_rank: np.ndarray  # float32
+    covisit_score: np.ndarray  # float32
+    covisit_last: np.ndarray  # float32
+    covisit_rank: np.ndarray  # float32
+    popular_rank: np.ndarray  # float32
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _safe_take(values: np.ndarray, rows: np.ndarray, fill: float) -> np.ndarray:
+    """``values[rows]`` with ``fill`` where a row is past the end (a live listing newer than the bundle)."""
+    out = np.full(len(rows), fill, dtype=np.float64)
+    ok = (rows >= 0) & (rows < len(values))
+    out[ok] = values[rows[ok]]
+    return out
+
+
+def _share(hist_codes: np.ndarray, cand_codes: np.ndarray) -> np.ndarray:
+    known = hist_codes[hist_codes >= 0]
+    if len(known) == 0:
+        return np.full(len(cand_codes), np.nan)
+    out = (cand_codes[:, None] == known[None, :]).mean(axis=1)
+    out[cand_codes < 0] = np.nan
+    return out
+
+
+def candidate_features(
+    hist: History, g: Gathered, ann_score: np.ndarray, attrs: ItemAttributes, now_s: float
+) -> np.ndarray:
+    """float32 ``[len(g), N_FEATURES]`` in :data:`FEATURES` order."""
+    n = len(g)
+    X = np.full((n, N_FEATURES), np.nan, dtype=np.float32)
+    if n == 0:
+        return X
+    rows = g.rows
+    f = {name: i for i, name in enumerate(FEATURES)}
+    X[:, f["ann_score"]] = ann_score
+    X[:, f["ann_score_gap"]] = ann_score - ann_score.max()
+    X[:, f["ann_rank"]] = g.ann_rank
+    X[:, f["covisit_score"]] = g.covisit_score
+    best = float(g.covisit_score.max())
+    X[:, f["covisit_share"]] = g.covisit_score / best if best > 0 else 0.0
+    X[:, f["covisit_last"]] = g.covisit_last
+    X[:, f["covisit_rank"]] = g.covisit_rank
+
+    # the history: latest occurrence, count and recency weight per candidate
+    L = len(hist)
+    X[:, f["in_history"]] = 0.0
+    X[:, f["history_count"]] = 0.0
+    X[:, f["history_weight"]] = 0.0
+    X[:, f["history_recency"]] = ABSENT_RANK
+    if L:
+        match = rows[:, None] == hist.rows[None, :]  # [n, L]
+        inside = match.any(axis=1)
+        if inside.any():
+            w = hist.recency_weights()
+            last_pos = np.where(match, np.arange(L)[None, :], -1).max(axis=1)
+            sel = np.flatnonzero(inside)
+            X[sel, f["in_history"]] = 1.0
+            X[sel, f["history_count"]] = match[sel].sum(axis=1)
+            X[sel, f["history_weight"]] = (match[sel] * w[None, :]).sum(axis=1)
+            X[sel, f["history_recency"]] = (L - 1) - last_pos[sel]
+            X[sel, f["history_last_event"]] = hist.events[last_pos[sel]]
+            X[sel, f["history_age_s"]] = hist.ages_s[last_pos[sel]]
+        X[:, f["history_length"]] = L
+        X[:, f["last_event"]] = hist.events[-1]
+        X[:, f["last_age_s"]] = hist.ages_s[-1]
+
+    interactions = _safe_take(attrs.interactions, rows, 0.0)
+    recent = _safe_take(attrs.recent, rows, 0.0)
+    X[:, f["popularity"]] = np.log1p(interactions)
+    X[:, f["trend"]] = np.log1p(recent) - np.log1p(interactions)
+    X[:, f["popular_rank"]] = g.popular_rank
+    X[:, f["item_age_days"]] = (now_s - _safe_take(attrs.created_s, rows, np.nan)) / _SECONDS_PER_DAY
+
+    path = _safe_take(attrs.path_code, rows, -1).astype(np.int64)
+    hist_ok = (hist.rows >= 0) & (hist.rows < len(attrs))
+    hist_rows = hist.rows[hist_ok]
+    hist_path = attrs.path_code[hist_rows].astype(np.int64)
+    if len(hist_rows) and hist_ok[-1]:
+        last_path = int(hist_path[-1])
+        if last_path >= 0:
+            same = (path == last_path).astype(np.float32)
+            same[path < 0] = np.nan
+            X[:, f["same_category_last"]] = same
+    X[:, f["category_share"]] = _share(hist_path, path)
+    brand = _safe_take(attrs.brand_code, rows, -1).astype(np.int64)
+    X[:, f["brand_share"]] = _share(attrs.brand_code[hist_rows].astype(np.int64), brand)
+    hist_price = attrs.price[hist_rows]
+    hist_price = hist_price[np.isfinite(hist_price) & (hist_price > 0)]
+    if len(hist_price):
+        price = _safe_take(attrs.price, rows, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.log(price / float(np.median(hist_price)))
+        ratio[~np.isfinite(ratio)] = np.nan
+        X[:, f["price_ratio"]] = ratio
+    return X

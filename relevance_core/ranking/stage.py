@@ -1,0 +1,196 @@
+"""The ranking stage: the union of the candidate sources, their features, and the learned ranker's order.
+
+One object, loaded from a bundle (or a model version's ranking artifacts), called the same way by the
+service for one request and by training / offline evaluation for many queries:
+
+1. :meth:`RankingStage.candidates` — the ANN's first ``ann_k`` rows, then co-visitation, the history's
+   own items and the popular items of its category, distinct;
+2. (the caller applies the hard filters here: the service's rules, or nothing in the benchmark protocol);
+3. :meth:`RankingStage.score` — what each source said of each surviving candidate, the features
+   (:func:`~relevance_core.ranking.features.candidate_features`) and the ranker's score. Without a ranker
+   (none trained, or it failed its gate) the score is the retrieval order: ANN cosine for ANN
+   candidates, and the other sources' candidates after them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from relevance_core.ranking.covisit import Covisitation
+from relevance_core.ranking.features import ABSENT_RANK, Gathered, History, candidate_features
+from relevance_core.ranking.ranker import RANKER_FILE, RANKER_META, Ranker
+from relevance_core.ranking.sources import ItemAttributes, PopularByCategory
+
+COVISIT_FILE = "covisit.npz"
+ITEM_STATS_FILE = "item_stats.parquet"
+STAGE_FILE = "ranking.json"
+#: the files a bundle carries for this stage (all optional: a bundle without them serves retrieval-only)
+STAGE_FILES = (COVISIT_FILE, ITEM_STATS_FILE, STAGE_FILE, RANKER_FILE, RANKER_META)
+
+#: score offset that puts a candidate the ranker did not score (retrieval-only: a non-ANN source's) below
+#: every ANN candidate (cosines are in [-1, 1])
+_BELOW = -4.0
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    #: ANN candidates the stage scores (the first ones by retrieval score)
+    ann_k: int = 100
+    #: co-visitation candidates added (best aggregated score first)
+    covisit_k: int = 50
+    #: popular candidates of the history's category added
+    popular_k: int = 20
+    #: history items added as candidates (most recent first)
+    history_k: int = 20
+
+
+def _rank_lookup(rows: np.ndarray, listed: np.ndarray) -> np.ndarray:
+    """Position of each of ``rows`` in ``listed`` (best first), ABSENT_RANK where it is not listed."""
+    out = np.full(len(rows), ABSENT_RANK, dtype=np.float32)
+    if len(listed) == 0 or len(rows) == 0:
+        return out
+    order = np.argsort(listed, kind="stable")
+    srt = listed[order]
+    pos = np.clip(np.searchsorted(srt, rows), 0, len(srt) - 1)
+    found = srt[pos] == rows
+    out[found] = order[pos[found]]
+    return out
+
+
+def _value_lookup(rows: np.ndarray, keys_sorted: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(rows), dtype=np.float32)
+    if len(keys_sorted) == 0 or len(rows) == 0:
+        return out
+    pos = np.clip(np.searchsorted(keys_sorted, rows), 0, len(keys_sorted) - 1)
+    found = keys_sorted[pos] == rows
+    out[found] = values[pos[found]]
+    return out
+
+
+@dataclass
+class RankingStage:
+    attrs: ItemAttributes
+    covisit: Covisitation
+    popular: PopularByCategory
+    ranker: Ranker | None = None
+    cfg: StageConfig = StageConfig()
+
+    @property
+    def n_items(self) -> int:
+        return len(self.attrs)
+
+    # -- building and loading -------------------------------------------------------------------------
+    @classmethod
+    def retrieval_only(cls, item_ids: Sequence[str], items: pa.Table) -> RankingStage:
+        attrs = ItemAttributes.from_tables(item_ids, items, None)
+        return cls(attrs, Covisitation.empty(len(attrs)), PopularByCategory.build(attrs))
+
+    @classmethod
+    def load(cls, directory: str | Path, item_ids: Sequence[str], items: pa.Table) -> RankingStage:
+        """From a directory holding :data:`STAGE_FILES` (a bundle or ``artifacts/ranking/<v>/``);
+        missing files mean "no such source" / "no ranker", never an error."""
+        d = Path(directory)
+        n = len(item_ids)
+        cfg = StageConfig()
+        if (d / STAGE_FILE).is_file():
+            cfg = StageConfig(**json.loads((d / STAGE_FILE).read_text()).get("config", {}))
+        stats = pq.read_table(d / ITEM_STATS_FILE) if (d / ITEM_STATS_FILE).is_file() else None
+        attrs = ItemAttributes.from_tables(item_ids, items, stats)
+        covisit = Covisitation.load(d / COVISIT_FILE) if (d / COVISIT_FILE).is_file() else None
+        if covisit is None or covisit.n_items != n:
+            covisit = Covisitation.empty(n)
+        ranker = Ranker.load(d) if (d / RANKER_FILE).is_file() and (d / RANKER_META).is_file() else None
+        return cls(attrs, covisit, PopularByCategory.build(attrs, cfg.popular_k), ranker, cfg)
+
+    def save(self, directory: str | Path, stats: pa.Table) -> None:
+        """Write the sources (and the ranker when there is one) to ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.covisit.save(d / COVISIT_FILE)
+        pq.write_table(stats, d / ITEM_STATS_FILE)
+        meta = {"config": asdict(self.cfg), "ranker": self.ranker is not None}
+        if self.ranker is not None:
+            self.ranker.save(d)
+            meta["ranker_metrics"] = self.ranker.meta.get("metrics", {})
+        (d / STAGE_FILE).write_text(json.dumps(meta, indent=2, default=float))
+
+    # -- one query ------------------------------------------------------------------------------------
+    def _known(self, hist: History) -> np.ndarray:
+        return (hist.rows >= 0) & (hist.rows < self.n_items)
+
+    def candidates(self, hist: History, ann_rows: np.ndarray) -> np.ndarray:
+        """ANN rows first (``ann_k``), then the other sources' rows not already there."""
+        cfg = self.cfg
+        parts = [np.asarray(ann_rows[: cfg.ann_k], dtype=np.int64)]
+        known = self._known(hist)
+        if known.any():
+            rows, w = hist.rows[known], hist.recency_weights()[known]
+            cv_rows, cv_scores = self.covisit.aggregate(rows, w)
+            if len(cv_rows):
+                top = np.argsort(-cv_scores, kind="stable")[: cfg.covisit_k]
+                parts.append(cv_rows[top])
+            recent = rows[::-1]
+            _, first = np.unique(recent, return_index=True)
+            parts.append(recent[np.sort(first)][: cfg.history_k])
+            parts.append(self.popular.for_category(int(self.attrs.top_code[rows[-1]]))[: cfg.popular_k])
+        else:
+            parts.append(self.popular.overall[: cfg.popular_k])
+        allrows = np.concatenate(parts)
+        _, first = np.unique(allrows, return_index=True)
+        return allrows[np.sort(first)]
+
+    def gather(self, hist: History, rows: np.ndarray, ann_rows: np.ndarray) -> Gathered:
+        """What every source says of each of ``rows`` (which need not come from :meth:`candidates`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cfg = self.cfg
+        known = self._known(hist)
+        cv_score = np.zeros(len(rows), np.float32)
+        cv_last = np.zeros(len(rows), np.float32)
+        cv_rank = np.full(len(rows), ABSENT_RANK, np.float32)
+        pop_rank = np.full(len(rows), ABSENT_RANK, np.float32)
+        if known.any():
+            hrows, w = hist.rows[known], hist.recency_weights()[known]
+            agg_rows, agg_scores = self.covisit.aggregate(hrows, w)
+            cv_score = _value_lookup(rows, agg_rows, agg_scores)
+            rank_of = np.empty(len(agg_rows), np.float32)
+            rank_of[np.argsort(-agg_scores, kind="stable")] = np.arange(len(agg_rows), dtype=np.float32)
+            cv_rank = np.where(cv_score > 0, _value_lookup(rows, agg_rows, rank_of), ABSENT_RANK)
+            if known[-1]:
+                n_last, s_last = self.covisit.row(int(hist.rows[-1]))
+                order = np.argsort(n_last, kind="stable")
+                cv_last = _value_lookup(rows, n_last[order], s_last[order])
+            popular = self.popular.for_category(int(self.attrs.top_code[hrows[-1]]))
+        else:
+            popular = self.popular.overall
+        pop_rank = _rank_lookup(rows, popular[: cfg.popular_k])
+        ann_rank = _rank_lookup(rows, np.asarray(ann_rows[: cfg.ann_k], dtype=np.int64))
+        return Gathered(rows, ann_rank, cv_score, cv_last, cv_rank.astype(np.float32), pop_rank)
+
+    def features(
+        self, hist: History, rows: np.ndarray, ann_rows: np.ndarray, ann_score: np.ndarray, now_s: float
+    ) -> np.ndarray:
+        return candidate_features(hist, self.gather(hist, rows, ann_rows), ann_score, self.attrs, now_s)
+
+    def score(
+        self,
+        hist: History,
+        rows: np.ndarray,
+        ann_rows: np.ndarray,
+        user_vec: np.ndarray,
+        emb_of: Callable[[np.ndarray], np.ndarray],
+        now_s: float,
+    ) -> np.ndarray:
+        """float32 scores of ``rows`` (higher first): the ranker's, or the retrieval order without one."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ann_score = (emb_of(rows) @ np.asarray(user_vec, np.float32).reshape(-1)).astype(np.float32)
+        if self.ranker is None:
+            in_ann = _rank_lookup(rows, np.asarray(ann_rows[: self.cfg.ann_k], np.int64)) < ABSENT_RANK
+            return np.where(in_ann, ann_score, ann_score + _BELOW).astype(np.float32)
+        return self.ranker.predict(self.features(hist, rows, ann_rows, ann_score, now_s))
