@@ -49,6 +49,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "progress_bar": False,
     },
     "index": {"factory": "Flat"},
+    # the learned_ranker asset's run config (LearnedRankerConfig)
+    "ranker": {},
     "knn": {},
     # no console progress bars: twenty backfill days of them bury the result in a log file
     "spark": {"spark.ui.showConsoleProgress": "false"},
@@ -186,15 +188,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pairs_config=cfg["pairs"],
             model_config=cfg["model"],
             index_config=cfg["index"],
+            ranker_config=cfg["ranker"],
             spark_config={str(k): str(v) for k, v in cfg["spark"].items()},
             progress=lambda msg: print(f"[bench sessions] {msg}", flush=True),
             log_level="DEBUG" if getattr(args, "verbose", False) else "WARNING",
         )
         t0 = time.perf_counter()
-        lists = serve_predictions(pipe, prefixes, k_search, layout.event_spacing_s)
+        orders = serve_predictions(pipe, prefixes, k_search, layout.event_spacing_s)
         serve_s = time.perf_counter() - t0
+        lists = orders["served"]
         _write_predictions(args.predictions, [row[:k_out] for row in lists])
         hr, mrr = hit_and_mrr(lists, labels, METRIC_K)
+        by_source = {}
+        for name, source_lists in orders.items():
+            s_hr, s_mrr = hit_and_mrr(source_lists, labels, METRIC_K)
+            by_source[name] = {"HR@20": s_hr, "MRR@20": s_mrr}
         pipeline_s = time.perf_counter() - t_start
 
         baselines: dict[str, Any] = {}
@@ -230,6 +238,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "items": items,
         "sessions": len(train),
         "test_rows": len(labels),
+        # the same bundle without its ranking stage (the two-tower ANN order), and each source alone
+        "retrieval_only": by_source["retrieval_only"],
+        "sources": {name: v for name, v in by_source.items() if name not in ("served", "retrieval_only")},
+        "ranker": {
+            key: pipe.ranker.get(key)
+            for key in ("ranker_shipped", "gate", "candidate_recall", "rounds", "feature_gain")
+            if key in pipe.ranker
+        },
         "pairs": pipe.pairs,
         "wall_s": round(pipeline_s, 1),
         "train_s": round(pipe.seconds.get("train", 0.0), 1),

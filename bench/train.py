@@ -34,9 +34,11 @@ def _batches(preset: str, batch_size: int, n: int, encoder: str):
     from relevance_core.model.data import PairsIterable, open_pairs, scan_item_counts
     from relevance_core.model.module import TwoTowerModule
     from relevance_core.model.synthetic import make_marketplace
+    from relevance_core.model.train import resolve_content
 
     pairs, items = make_marketplace(preset)
     cfg = TwoTowerConfig(batch_size=batch_size, encoder=encoder, progress_bar=True)
+    cfg = resolve_content(cfg, items)
     _t, counts, _n = scan_item_counts(open_pairs(pairs), "train")
     enc = FeatureEncoder.fit(items, counts)
     data = PairsIterable(

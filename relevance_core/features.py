@@ -133,6 +133,29 @@ def _col(df: pd.DataFrame, name: str) -> list[Any]:
     return df[name].tolist() if name in df.columns else [None] * len(df)
 
 
+#: item columns that make a catalog "have content" for the item tower (titles alone do not: public session
+#: data often has none, or a placeholder per item)
+CONTENT_COLUMNS = ("category_path", "brand", "price", "condition", "location")
+
+
+def catalog_has_content(items: Any) -> bool:
+    """True when any item has a category, brand, price, condition or location. A catalog without any of
+    them (public session data: ids only) trains an ID-only item tower: a content MLP over constant inputs
+    starts every item at the same vector and spends its first epochs escaping it."""
+    if items is None:
+        return False
+    df = _to_frame(items)
+    for col in CONTENT_COLUMNS:
+        if col in df.columns:
+            values = df[col].dropna()
+            if col != "price":
+                values = values.astype(str).str.strip()
+                values = values[values != ""]
+            if len(values):
+                return True
+    return False
+
+
 class FeatureEncoder:
     """Fitted vocabularies, price buckets and hashing sizes; see the module docstring for the choices."""
 

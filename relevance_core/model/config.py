@@ -41,8 +41,9 @@ class TwoTowerConfig:
     #: items: this is what makes a never-seen listing's content-only embedding useful (cold start)
     id_dropout: float = 0.25
     #: False: an ID-only item tower, for catalogs without item features (see ``ItemTower``); items never
-    #: seen in training then get no vector, so cold start needs content (the default)
-    item_content: bool = True
+    #: seen in training then get no vector, so cold start needs content. None (the default): decided by
+    #: the catalog (``features.catalog_has_content``); without content, ``id_dropout`` is 0 as well
+    item_content: bool | None = None
     #: an item needs this many training interactions to get its own ID embedding row trained
     min_item_count: int = 1
 

@@ -269,8 +269,14 @@ class TwoTower(nn.Module):
     def __init__(self, config: TwoTowerConfig, sizes: dict[str, int]):
         super().__init__()
         self.sizes = dict(sizes)
+        # ``item_content=None`` is resolved from the catalog before training (``train.resolve_content``);
+        # a model built directly from an unresolved config gets the content tower
         self.item_tower = ItemTower(
-            sizes, dim=config.dim, emb_dim=config.emb_dim, hidden=config.hidden, content=config.item_content
+            sizes,
+            dim=config.dim,
+            emb_dim=config.emb_dim,
+            hidden=config.hidden,
+            content=config.item_content is not False,
         )
         self.user_tower = UserTower(
             dim=config.dim,

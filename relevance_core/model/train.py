@@ -32,7 +32,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from relevance_core.features import FeatureEncoder
+from relevance_core.features import FeatureEncoder, catalog_has_content
 from relevance_core.model.config import TwoTowerConfig
 from relevance_core.model.data import (
     PairsDataModule,
@@ -65,6 +65,15 @@ class TrainResult:
     work_dir: Path | None = None
 
 
+def resolve_content(cfg: TwoTowerConfig, items_table: Any) -> TwoTowerConfig:
+    """``item_content=None`` decided by the catalog: ID-only (and no ID dropout: there is no content to
+    fall back on) when it has no content columns."""
+    if cfg.item_content is not None:
+        return cfg
+    content = catalog_has_content(items_table)
+    return cfg.replace(item_content=content, id_dropout=cfg.id_dropout if content else 0.0)
+
+
 def resolve_runtime(cfg: TwoTowerConfig) -> dict[str, Any]:
     """Trainer accelerator/devices/strategy/precision/deterministic from the config's "auto" values."""
     cuda = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
@@ -79,7 +88,7 @@ def resolve_runtime(cfg: TwoTowerConfig) -> dict[str, Any]:
         # spawned DDP is safe inside any host process (Dagster run worker, pytest, notebooks); plain "ddp"
         # re-executes the command line per rank, which only the CLI entry point is written for
         strategy = "ddp_spawn" if n_devices > 1 else "auto"
-    if not cfg.item_content and strategy in ("ddp", "ddp_spawn"):
+    if cfg.item_content is False and strategy in ("ddp", "ddp_spawn"):
         # an ID-only item tower leaves the content layers out of every step; DDP must be told
         strategy = f"{strategy}_find_unused_parameters_true"
     precision = cfg.precision or ("bf16-mixed" if cuda else "32-true")
@@ -181,6 +190,7 @@ def train_two_tower(
     work.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    cfg = resolve_content(cfg, items_table)
     dataset = open_pairs(pairs_source)
     target_counter, all_counter, n_train = scan_item_counts(dataset, "train")
     if n_train == 0:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from relevance_core.ranking.features import FEATURES, History
+from relevance_core.ranking.features import ABSENT_RANK, FEATURES, History
 from relevance_core.ranking.ranker import QueryBlock, grade
 from relevance_core.ranking.stage import RankingStage
 from relevance_core.schemas import EVENT_TYPE_CODES
@@ -98,3 +98,26 @@ def _top(
     if exclude_seen and len(hist):
         order = order[~np.isin(order, hist.rows)]
     return order[:k]
+
+
+def source_orders(stage: RankingStage, inp: BatchInputs, k: int) -> dict[str, list[np.ndarray]]:
+    """Top-``k`` of each non-ANN source alone, and of the union of all sources' candidates in retrieval
+    order (by the two-tower score of each): what the sources contribute before the ranker weighs them."""
+    cols = {
+        name: FEATURES.index(name)
+        for name in ("covisit_score", "history_recency", "popular_rank", "ann_score")
+    }
+    out: dict[str, list[np.ndarray]] = {"covisit": [], "history": [], "popular": [], "union": []}
+    for i in range(len(inp)):
+        rows, X, _ = _features(stage, inp, i)
+        cv = X[:, cols["covisit_score"]]
+        has = np.flatnonzero(cv > 0)
+        out["covisit"].append(rows[has[np.argsort(-cv[has], kind="stable")]][:k])
+        rec = X[:, cols["history_recency"]]
+        has = np.flatnonzero(rec < ABSENT_RANK)
+        out["history"].append(rows[has[np.argsort(rec[has], kind="stable")]][:k])
+        pop = X[:, cols["popular_rank"]]
+        has = np.flatnonzero(pop < ABSENT_RANK)
+        out["popular"].append(rows[has[np.argsort(pop[has], kind="stable")]][:k])
+        out["union"].append(rows[np.argsort(-X[:, cols["ann_score"]], kind="stable")][:k])
+    return out

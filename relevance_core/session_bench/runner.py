@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from relevance_core.session_bench.convert import Layout, history_ages
 from relevance_core.storage import LocalStore
@@ -45,6 +46,8 @@ class PipelineRun:
     pairs: dict[str, Any]
     model_step: str = "dagster"
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the learned_ranker asset's metadata (gate, held-out figures, feature gains)
+    ranker: dict[str, Any] = field(default_factory=dict)
 
 
 def _metadata(result, asset: str) -> dict[str, Any]:
@@ -63,6 +66,7 @@ def run_pipeline(
     pairs_config: dict[str, Any] | None = None,
     model_config: dict[str, Any] | None = None,
     index_config: dict[str, Any] | None = None,
+    ranker_config: dict[str, Any] | None = None,
     spark_config: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
     log_level: str = "WARNING",
@@ -79,6 +83,7 @@ def run_pipeline(
     from relevance_assets.defs.ingestion.assets import items, raw_events
     from relevance_assets.defs.pipeline.assets import sessions, training_pairs
     from relevance_assets.defs.serving.assets import faiss_index, item_embeddings
+    from relevance_assets.defs.serving.ranking import learned_ranker
     from relevance_assets.resources import StorageResource
     from relevance_core import publishing as P
     from relevance_core.spark import spark_conf
@@ -133,14 +138,17 @@ def run_pipeline(
         )
         model_step = f"direct: the two_tower_model asset module failed to import ({type(e).__name__})"
         version, metrics = train_model_direct(store, model_cfg)
-        model_assets = [item_embeddings, faiss_index]
+        model_assets = [item_embeddings, faiss_index, learned_ranker]
         seconds["train_step"] = time.perf_counter() - t0
     else:
         model_step = "dagster"
-        model_assets = [two_tower_model, item_embeddings, faiss_index]
+        model_assets = [two_tower_model, item_embeddings, faiss_index, learned_ranker]
     names = " → ".join(a.key.to_user_string() for a in model_assets)
     say(f"materializing {names}")
-    ops: dict[str, Any] = {"faiss_index": {"config": dict(index_config or {})}}
+    ops: dict[str, Any] = {
+        "faiss_index": {"config": dict(index_config or {})},
+        "learned_ranker": {"config": dict(ranker_config or {})},
+    }
     if model_step == "dagster":
         ops["two_tower_model"] = {"config": model_cfg}
     res = dg.materialize(
@@ -154,6 +162,7 @@ def run_pipeline(
         metrics = dict(model_md.get("metrics") or {})
     for name in ("item_embeddings", "faiss_index"):
         seconds[name] = float(_metadata(res, name).get("seconds", 0.0) or 0.0)
+    ranker_md = _metadata(res, "learned_ranker")
     seconds["model_assets"] = time.perf_counter() - t0
     seconds["train"] = float(metrics.get("train_seconds", 0.0) or 0.0)
     _, index_meta = P.load_index(store, version)
@@ -172,6 +181,7 @@ def run_pipeline(
             "events": sess_md.get("events"),
         },
         seconds=seconds,
+        ranker=ranker_md,
     )
 
 
@@ -211,19 +221,42 @@ def train_model_direct(store: LocalStore, model_config: dict[str, Any]) -> tuple
 
 
 def serve_predictions(
-    run: PipelineRun, prefixes: Sequence[Sequence[str]], k: int, spacing_s: float, batch_size: int = 2048
-) -> list[list[str]]:
-    """Top-``k`` per prefix through the exported user tower and the FAISS index (seen items allowed)."""
+    run: PipelineRun, prefixes: Sequence[Sequence[str]], k: int, spacing_s: float
+) -> dict[str, list[list[str]]]:
+    """Top-``k`` per prefix through the serving path (user tower → FAISS → candidate sources → ranker;
+    seen items allowed, as the protocol wants), with the same bundle's retrieval-only order and each
+    candidate source alone beside it: ``{"served", "retrieval_only", "covisit", "history", "popular",
+    "union"}`` ("union": every source's candidates in retrieval order, ANN first)."""
     from relevance_core import publishing as P
     from relevance_core.evaluation.retrieval import TowerRetriever
+    from relevance_core.ranking.batch import rank_batch, source_orders
+    from relevance_core.ranking.build import batch_inputs, load_ranking_stage
 
     index, _ = P.load_index(run.store, run.model_version)
     retriever = TowerRetriever.from_dir(run.model_dir, index=index)
-    retriever.batch_size = batch_size
-    events = [["view"] * len(p) for p in prefixes]
-    ages = [history_ages(len(p), spacing_s) for p in prefixes]
-    lists = retriever.recommend_lists([list(p) for p in prefixes], events, ages, k, exclude_seen=False)
-    return [[str(x) for x in row] for row in lists]
+    retriever.batch_size = 2048
+    _, emb, _ = P.read_embeddings(run.store, run.model_version)
+    item_ids = [str(i) for i in index.item_ids.tolist()]
+    stage = load_ranking_stage(run.store, run.model_version, item_ids)
+    frame = pd.DataFrame(
+        {
+            "hist_item_ids": [list(p) for p in prefixes],
+            "hist_event_types": [["view"] * len(p) for p in prefixes],
+            "hist_age_s": [history_ages(len(p), spacing_s) for p in prefixes],
+        }
+    )
+    inp = batch_inputs(frame, retriever, index, emb, max(stage.cfg.ann_k, k))
+    ids = index.item_ids
+
+    def named(lists) -> list[list[str]]:
+        return [[str(ids[r]) for r in top] for top in lists]
+
+    out = {
+        "served": named(rank_batch(stage, inp, k, exclude_seen=False)),
+        "retrieval_only": named(rank_batch(stage, inp, k, exclude_seen=False, use_ranker=False)),
+    }
+    out |= {name: named(lists) for name, lists in source_orders(stage, inp, k).items()}
+    return out
 
 
 def hit_and_mrr(lists: Sequence[Sequence[str]], labels: Sequence[str], k: int) -> tuple[float, float]:

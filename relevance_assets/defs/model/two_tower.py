@@ -34,7 +34,8 @@ class TwoTowerModelConfig(dg.Config):
     n_heads: int = 2
     dropout: float = 0.1
     id_dropout: float = 0.25
-    item_content: bool = True
+    #: None: ID-only item tower when the catalog has no content (``TwoTowerConfig.item_content``)
+    item_content: bool | None = None
     softmax: str = "sampled"
     uniform_negatives: int = 0
     logq_correction: bool = True
