@@ -67,32 +67,31 @@ def batch_inputs(
 class StageBuild:
     stage: RankingStage
     fit: RankerFit
+    stats: Any  # pa.Table: the item statistics the stage's attributes came from
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def build_ranking_stage(
-    store: ArtifactStore,
-    version: str,
+def build_stage(
+    pair_files: list[str],
+    validation: pd.DataFrame,
     *,
+    index: ItemIndex,
+    embeddings: np.ndarray,
+    catalog: Any,
+    retriever: Any,
     covisit_cfg: CovisitConfig | None = None,
     stage_cfg: StageConfig | None = None,
     ranker_cfg: RankerConfig | None = None,
-    max_queries: int = 100_000,
     with_ranker: bool = True,
 ) -> StageBuild:
-    """Sources from the train split, ranker from the validation split; saved under :func:`ranking_key`."""
-    from relevance_core.evaluation.retrieval import TowerRetriever
-    from relevance_core.evaluation.runner import load_pairs
-    from relevance_core.pipeline.pairs import read_training_pairs
-
+    """Sources from the ``train`` rows of ``pair_files``; the ranker from ``validation`` (pair rows in
+    time order), gated on its held-out tail. ``retriever`` gives user vectors (``TowerRetriever``)."""
     stage_cfg = stage_cfg or StageConfig()
     t0 = time.perf_counter()
-    files = list(read_training_pairs(store).files)
-    table = build_covisit_table(files, covisit_cfg)
-    stats = build_item_stats(files)
-    index, _ = P.load_index(store, version)
+    table = build_covisit_table(pair_files, covisit_cfg)
+    stats = build_item_stats(pair_files)
     item_ids = [str(i) for i in index.item_ids.tolist()]
-    attrs = ItemAttributes.from_tables(item_ids, P.load_catalog(store), stats)
+    attrs = ItemAttributes.from_tables(item_ids, catalog, stats)
     stage = RankingStage(
         attrs,
         Covisitation.from_table(table, item_ids),
@@ -100,41 +99,64 @@ def build_ranking_stage(
         None,
         stage_cfg,
     )
-    sources_s = time.perf_counter() - t0
     info: dict[str, Any] = {
         "covisit_edges": stage.covisit.n_edges,
         "items_with_stats": int(stats.num_rows),
         "content_features": attrs.has_content,
-        "sources_s": round(sources_s, 2),
+        "sources_s": round(time.perf_counter() - t0, 2),
     }
     fit = RankerFit(None, False, "ranker training disabled")
-    if with_ranker:
+    if with_ranker and len(validation):
         t1 = time.perf_counter()
-        val = load_pairs(store, "validation").sort_values("target_ts", kind="stable").reset_index(drop=True)
-        if len(val) > max_queries:
-            val = val.iloc[-max_queries:].reset_index(drop=True)
-        if len(val):
-            _, emb, _ = P.read_embeddings(store, version)
-            retriever = TowerRetriever.from_dir(store.local_dir(P.model_key(version)), load_index=False)
-            inp = batch_inputs(val, retriever, index, emb, stage_cfg.ann_k)
-            row_of = {i: r for r, i in enumerate(item_ids)}
-            targets = np.asarray([row_of.get(str(t), -1) for t in val["target_item_id"]], np.int64)
-            blocks = query_blocks(stage, inp, targets, val["target_weight"].to_numpy(np.float64))
-            fit = train_ranker(blocks, ranker_cfg)
-        else:
-            fit = RankerFit(None, False, "no validation pairs: nothing to train a ranker on")
+        inp = batch_inputs(validation, retriever, index, embeddings, stage_cfg.ann_k)
+        row_of = {i: r for r, i in enumerate(item_ids)}
+        targets = np.asarray([row_of.get(str(t), -1) for t in validation["target_item_id"]], np.int64)
+        blocks = query_blocks(stage, inp, targets, validation["target_weight"].to_numpy(np.float64))
+        fit = train_ranker(blocks, ranker_cfg)
         info["ranker_s"] = round(time.perf_counter() - t1, 2)
-        stage.ranker = fit.ranker
+    elif with_ranker:
+        fit = RankerFit(None, False, "no validation pairs: nothing to train a ranker on")
+    stage.ranker = fit.ranker
     info |= {"ranker_shipped": fit.shipped, "ranker_reason": fit.reason, "ranker_metrics": fit.metrics}
+    return StageBuild(stage, fit, stats, info)
+
+
+def build_ranking_stage(
+    store: ArtifactStore,
+    version: str,
+    *,
+    max_queries: int = 100_000,
+    **kwargs: Any,
+) -> StageBuild:
+    """:func:`build_stage` over the store's ``training_pairs`` for model ``version``; the stage (and a
+    rejected ranker's figures) saved under :func:`ranking_key`."""
+    from relevance_core.evaluation.retrieval import TowerRetriever
+    from relevance_core.evaluation.runner import load_pairs
+    from relevance_core.pipeline.pairs import read_training_pairs
+
+    val = load_pairs(store, "validation").sort_values("target_ts", kind="stable").reset_index(drop=True)
+    if len(val) > max_queries:
+        val = val.iloc[-max_queries:].reset_index(drop=True)
+    index, _ = P.load_index(store, version)
+    _, emb, _ = P.read_embeddings(store, version)
+    built = build_stage(
+        list(read_training_pairs(store).files),
+        val,
+        index=index,
+        embeddings=emb,
+        catalog=P.load_catalog(store),
+        retriever=TowerRetriever.from_dir(store.local_dir(P.model_key(version)), load_index=False),
+        **kwargs,
+    )
     with tempfile.TemporaryDirectory(prefix="relevance-ranking-") as tmp:
-        stage.save(tmp, stats)
-        if fit.ranker is None and fit.metrics:
+        built.stage.save(tmp, built.stats)
+        if built.fit.ranker is None and built.fit.metrics:
             (Path(tmp) / "rejected.json").write_text(
-                json.dumps({"reason": fit.reason, "metrics": fit.metrics}, default=float)
+                json.dumps({"reason": built.fit.reason, "metrics": built.fit.metrics}, default=float)
             )
         store.replace_dir(tmp, ranking_key(version))
-    log.info("ranking stage for %s: %s", version, fit.reason)
-    return StageBuild(stage, fit, info)
+    log.info("ranking stage for %s: %s", version, built.fit.reason)
+    return built
 
 
 def load_ranking_stage(store: ArtifactStore, version: str, item_ids: list[str]) -> RankingStage:

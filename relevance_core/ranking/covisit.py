@@ -75,11 +75,9 @@ def build_covisit_table(pair_files: Sequence[str | Path], cfg: CovisitConfig | N
         QUALIFY row_number() OVER (PARTITION BY src ORDER BY score DESC, dst) <= {int(cfg.top_m)}
         ORDER BY src_item_id, score DESC
         """
-        table = con.execute(sql, {"files": files}).arrow()
+        table = con.sql(sql, params={"files": files}).to_arrow_table()
     finally:
         con.close()
-    if isinstance(table, pa.RecordBatchReader):
-        table = table.read_all()
     return table.cast(COVISIT_SCHEMA)
 
 

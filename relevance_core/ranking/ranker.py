@@ -125,10 +125,13 @@ def evaluate_orders(
 
 @dataclass
 class RankerFit:
+    #: the ranker to ship: None when it failed its gate (or none could be trained)
     ranker: Ranker | None
     shipped: bool
     reason: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: what training produced, shipped or not (for inspection and tests)
+    trained: Ranker | None = None
 
 
 def ranker_gate(ranked: dict[str, float], retrieval: dict[str, float]) -> tuple[bool, str]:
@@ -220,4 +223,4 @@ def train_ranker(blocks: Sequence[QueryBlock], cfg: RankerConfig | None = None) 
         "config": asdict(cfg),
     }
     ranker.meta = {"metrics": metrics, "shipped": shipped, "reason": reason}
-    return RankerFit(ranker if shipped else None, shipped, reason, metrics)
+    return RankerFit(ranker if shipped else None, shipped, reason, metrics, trained=ranker)

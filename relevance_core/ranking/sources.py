@@ -47,7 +47,7 @@ def build_item_stats(pair_files: Sequence[str | Path], recent_days: int = RECENT
         return ITEM_STATS_SCHEMA.empty_table()
     con = duckdb.connect()
     try:
-        table = con.execute(
+        table = con.sql(
             f"""
             WITH p AS (
                 SELECT target_item_id AS item_id, target_weight AS w, target_ts AS ts
@@ -59,12 +59,10 @@ def build_item_stats(pair_files: Sequence[str | Path], recent_days: int = RECENT
                         AS FLOAT) AS recent_interactions
             FROM p, last GROUP BY item_id ORDER BY item_id
             """,
-            {"files": files},
-        ).arrow()
+            params={"files": files},
+        ).to_arrow_table()
     finally:
         con.close()
-    if isinstance(table, pa.RecordBatchReader):
-        table = table.read_all()
     return table.cast(ITEM_STATS_SCHEMA)
 
 

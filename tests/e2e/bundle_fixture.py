@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from relevance_core import bundle as B
 from relevance_core.storage import ArtifactStore
@@ -95,8 +96,13 @@ def assemble(
     *,
     version: str | None = None,
     promotions: dict | None = None,
+    ranked: bool = False,
 ) -> tuple[Path, B.Manifest]:
     """A complete, finalised bundle directory from a trained model (not published).
+
+    ``ranked`` adds the ranking stage (co-visitation, item statistics and a LightGBM ranker trained on
+    the marketplace's validation pairs, through ``relevance_core.ranking.build.build_stage``), with the
+    ranker included whether or not it passed its gate on this tiny data: the service tests need one.
 
     ``promotions`` adds the optional ``promotions.json`` (e.g. ``{"items": {"i00001": 1.0}}``): bundles
     from one trained model that still answer differently, which is what the hot-reload test needs to
@@ -106,6 +112,7 @@ def assemble(
 
     dest = Path(dest or tempfile.mkdtemp(prefix="relevance-test-bundle-")) / "bundle"
     index = build_index(model.embeddings, model.items["item_id"].tolist())
+    ranking_dir = ranking_stage(model, index, dest.parent / "ranking") if ranked else None
     manifest = assemble_bundle(
         dest,
         model_dir=model.model_dir,
@@ -115,6 +122,7 @@ def assemble(
         popularity=model.popularity,
         version=version,
         data={"source": "tests/e2e/bundle_fixture.py", "seed": model.seed},
+        ranking_dir=ranking_dir,
     )
     if promotions is not None:
         import json
@@ -124,11 +132,42 @@ def assemble(
     return dest, manifest
 
 
+def ranking_stage(model: TrainedModel, index, dest: Path) -> Path:
+    """The ranking stage's files for ``model`` in ``dest`` (see :func:`assemble`)."""
+    import pyarrow.parquet as pq
+
+    from relevance_core.evaluation.retrieval import TowerRetriever
+    from relevance_core.ranking.build import build_stage
+    from relevance_core.ranking.ranker import RankerConfig
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pq.write_table(model.pairs, dest / "pairs.parquet")
+    val = model.pairs.filter(pa.compute.equal(model.pairs.column("split"), "validation")).to_pandas()
+    built = build_stage(
+        [str(dest / "pairs.parquet")],
+        val.sort_values("target_ts", kind="stable").reset_index(drop=True),
+        index=index,
+        embeddings=model.embeddings,
+        catalog=pa.Table.from_pandas(model.items, preserve_index=False),
+        retriever=TowerRetriever.from_dir(model.model_dir, load_index=False),
+        ranker_cfg=RankerConfig(num_threads=1, max_rounds=60, min_data_in_leaf=10),
+    )
+    built.stage.ranker = built.fit.trained
+    (dest / "pairs.parquet").unlink()
+    built.stage.save(dest, built.stats)
+    return dest
+
+
 def publish_bundle(
-    store: ArtifactStore, seed: int = 0, *, version: str | None = None, promotions: dict | None = None
+    store: ArtifactStore,
+    seed: int = 0,
+    *,
+    version: str | None = None,
+    promotions: dict | None = None,
+    ranked: bool = False,
 ) -> B.Manifest:
     """Assemble and publish (LATEST moves) a bundle from the cached model of ``seed``."""
-    path, _ = assemble(trained_model(seed), version=version, promotions=promotions)
+    path, _ = assemble(trained_model(seed), version=version, promotions=promotions, ranked=ranked)
     try:
         return B.publish(store, path)
     finally:
