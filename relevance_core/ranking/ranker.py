@@ -120,7 +120,7 @@ def evaluate_orders(
         hr += h
         rr += r
     n = len(blocks)
-    return {"hr": round(100 * hr / n, 3), "mrr": round(100 * rr / n, 3), "queries": n}
+    return {"hr": round(float(100 * hr / n), 3), "mrr": round(float(100 * rr / n), 3), "queries": n}
 
 
 @dataclass
@@ -137,7 +137,7 @@ class RankerFit:
 def ranker_gate(ranked: dict[str, float], retrieval: dict[str, float]) -> tuple[bool, str]:
     """The ranker ships only if it beats the retrieval-only order on held-out days: higher MRR@k and no
     lower HR@k. A tie is not a win: a ranker that changes nothing adds latency for nothing."""
-    ok = ranked["mrr"] > retrieval["mrr"] and ranked["hr"] >= retrieval["hr"]
+    ok = bool(ranked["mrr"] > retrieval["mrr"] and ranked["hr"] >= retrieval["hr"])
     verdict = "beats" if ok else "does not beat"
     return ok, (
         f"ranker {verdict} retrieval-only on held-out days: HR {ranked['hr']} vs {retrieval['hr']}, "

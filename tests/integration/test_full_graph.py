@@ -40,6 +40,7 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
         "two_tower_model",
         "item_embeddings",
         "faiss_index",
+        "learned_ranker",
         "offline_evaluation",
         "published_bundle",
     }
@@ -64,6 +65,14 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
     assert manifest.n_items == len(pd.read_parquet(path / B.ITEM_IDS))
     assert set(B.REQUIRED_FILES) <= set(manifest.checksums)
     assert manifest.metrics and "ndcg@10" in manifest.metrics
+    # the ranking stage travels with the bundle: its sources always, the ranker only if it passed its gate
+    ranker_md = instance.get_latest_materialization_event(dg.AssetKey("learned_ranker")).asset_materialization
+    shipped = ranker_md.metadata["ranker_shipped"].value
+    assert {"covisit.npz", "item_stats.parquet", "ranking.json"} <= set(manifest.checksums)
+    assert ("ranker.txt" in manifest.checksums) == shipped
+    assert ranker_md.metadata["covisit_edges"].value > 0
+    evaluation = S.read_evaluation(store, manifest.model["version"])
+    assert ("retrieval_only" in evaluation["report"]["results"]) == shipped
 
     # cold items (in the catalog, never interacted with in training) are in the index and searchable
     train = load_pairs(store, "train")
