@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+#: the table's files in a bundle: CSR row pointers, neighbour rows (int32), scores (float32)
+COVISIT_FILES = ("covisit_indptr.npy", "covisit_neighbors.npy", "covisit_scores.npy")
+
 COVISIT_SCHEMA = pa.schema(
     [
         pa.field("src_item_id", pa.string()),
@@ -87,7 +90,7 @@ class Covisitation:
     ``neighbors[indptr[r]:indptr[r+1]]``, best first."""
 
     indptr: np.ndarray  # int64 [n_items + 1]
-    neighbors: np.ndarray  # int64
+    neighbors: np.ndarray  # int32 (int64 while building)
     scores: np.ndarray  # float32
 
     @property
@@ -100,7 +103,7 @@ class Covisitation:
 
     @classmethod
     def empty(cls, n_items: int) -> Covisitation:
-        return cls(np.zeros(n_items + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return cls(np.zeros(n_items + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
 
     @classmethod
     def from_table(cls, table: pa.Table, item_ids: Sequence[str]) -> Covisitation:
@@ -125,7 +128,7 @@ class Covisitation:
         src, dst, score = src[order], dst[order], score[order]
         indptr = np.zeros(n_items + 1, np.int64)
         np.cumsum(np.bincount(src, minlength=n_items), out=indptr[1:])
-        return cls(indptr, dst, score)
+        return cls(indptr, dst.astype(np.int32), score)
 
     def row(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         if r < 0 or r >= self.n_items:
@@ -143,15 +146,28 @@ class Covisitation:
                 parts_s.append(s * np.float32(w))
         if not parts_n:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        nb = np.concatenate(parts_n)
+        nb = np.concatenate(parts_n).astype(np.int64)
         sc = np.concatenate(parts_s)
         uniq, inv = np.unique(nb, return_inverse=True)
         return uniq, np.bincount(inv, weights=sc, minlength=len(uniq)).astype(np.float32)
 
-    def save(self, path: str | Path) -> None:
-        np.savez(path, indptr=self.indptr, neighbors=self.neighbors, scores=self.scores)
+    def save(self, directory: str | Path) -> None:
+        """Three ``.npy`` files (:data:`COVISIT_FILES`) in ``directory``: plain arrays, so the service can
+        memory-map them (every worker on a host reads one page-cache copy, as with the FAISS index)."""
+        d = Path(directory)
+        np.save(d / COVISIT_FILES[0], self.indptr.astype(np.int64))
+        np.save(d / COVISIT_FILES[1], self.neighbors.astype(np.int32))
+        np.save(d / COVISIT_FILES[2], self.scores.astype(np.float32))
 
     @classmethod
-    def load(cls, path: str | Path) -> Covisitation:
-        with np.load(path) as z:
-            return cls(z["indptr"].astype(np.int64), z["neighbors"].astype(np.int64), z["scores"])
+    def load(cls, directory: str | Path, *, mmap: bool = True) -> Covisitation | None:
+        """None when ``directory`` has no table."""
+        d = Path(directory)
+        if not all((d / f).is_file() for f in COVISIT_FILES):
+            return None
+        mode = "r" if mmap else None
+        arrays = [np.asarray(np.load(d / f, mmap_mode=mode)) for f in COVISIT_FILES]
+        indptr, neighbors, scores = arrays
+        if len(neighbors) != len(scores) or (len(indptr) and indptr[-1] != len(neighbors)):
+            raise ValueError("co-visitation arrays disagree on their length")
+        return cls(indptr, neighbors, scores)

@@ -23,16 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from relevance_core.ranking.covisit import Covisitation
+from relevance_core.ranking.covisit import COVISIT_FILES, Covisitation
 from relevance_core.ranking.features import ABSENT_RANK, Gathered, History, candidate_features
 from relevance_core.ranking.ranker import RANKER_FILE, RANKER_META, Ranker
 from relevance_core.ranking.sources import ItemAttributes, PopularByCategory
 
-COVISIT_FILE = "covisit.npz"
 ITEM_STATS_FILE = "item_stats.parquet"
 STAGE_FILE = "ranking.json"
 #: the files a bundle carries for this stage (all optional: a bundle without them serves retrieval-only)
-STAGE_FILES = (COVISIT_FILE, ITEM_STATS_FILE, STAGE_FILE, RANKER_FILE, RANKER_META)
+STAGE_FILES = (*COVISIT_FILES, ITEM_STATS_FILE, STAGE_FILE, RANKER_FILE, RANKER_META)
 
 #: score offset that puts a candidate the ranker did not score (retrieval-only: a non-ANN source's) below
 #: every ANN candidate (cosines are in [-1, 1])
@@ -103,9 +102,11 @@ class RankingStage:
             cfg = StageConfig(**json.loads((d / STAGE_FILE).read_text()).get("config", {}))
         stats = pq.read_table(d / ITEM_STATS_FILE) if (d / ITEM_STATS_FILE).is_file() else None
         attrs = ItemAttributes.from_tables(item_ids, items, stats)
-        covisit = Covisitation.load(d / COVISIT_FILE) if (d / COVISIT_FILE).is_file() else None
-        if covisit is None or covisit.n_items != n:
+        covisit = Covisitation.load(d)
+        if covisit is None:
             covisit = Covisitation.empty(n)
+        elif covisit.n_items != n:
+            raise ValueError(f"co-visitation table has {covisit.n_items} rows, the bundle {n} items")
         ranker = Ranker.load(d) if (d / RANKER_FILE).is_file() and (d / RANKER_META).is_file() else None
         return cls(attrs, covisit, PopularByCategory.build(attrs, cfg.popular_k), ranker, cfg)
 
@@ -113,7 +114,7 @@ class RankingStage:
         """Write the sources (and the ranker when there is one) to ``directory``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.covisit.save(d / COVISIT_FILE)
+        self.covisit.save(d)
         pq.write_table(stats, d / ITEM_STATS_FILE)
         meta = {"config": asdict(self.cfg), "ranker": self.ranker is not None}
         if self.ranker is not None:

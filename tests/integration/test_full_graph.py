@@ -68,7 +68,7 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
     # the ranking stage travels with the bundle: its sources always, the ranker only if it passed its gate
     ranker_md = instance.get_latest_materialization_event(dg.AssetKey("learned_ranker")).asset_materialization
     shipped = ranker_md.metadata["ranker_shipped"].value
-    assert {"covisit.npz", "item_stats.parquet", "ranking.json"} <= set(manifest.checksums)
+    assert {"covisit_indptr.npy", "item_stats.parquet", "ranking.json"} <= set(manifest.checksums)
     assert ("ranker.txt" in manifest.checksums) == shipped
     assert ranker_md.metadata["covisit_edges"].value > 0
     evaluation = S.read_evaluation(store, manifest.model["version"])

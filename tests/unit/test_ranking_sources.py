@@ -182,13 +182,17 @@ def test_aggregate_sums_weight_times_score_over_history_rows():
 
 def test_covisitation_save_load_round_trip(tmp_path):
     cv = Covisitation.from_table(expected_table(), ITEM_IDS)
-    path = tmp_path / "covisit.npz"
-    cv.save(path)
-    back = Covisitation.load(path)
+    assert Covisitation.load(tmp_path) is None  # no table: no source, not an error
+    cv.save(tmp_path)
+    back = Covisitation.load(tmp_path)
     for name in ("indptr", "neighbors", "scores"):
         np.testing.assert_array_equal(getattr(back, name), getattr(cv, name))
         assert getattr(back, name).dtype == getattr(cv, name).dtype
     assert back.row(0)[0].tolist() == [1, 2]
+    # a table cut short is refused
+    np.save(tmp_path / "covisit_scores.npy", cv.scores[:-1])
+    with pytest.raises(ValueError):
+        Covisitation.load(tmp_path)
 
 
 # -- build_item_stats --------------------------------------------------------------------------------
