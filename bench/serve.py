@@ -192,6 +192,12 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
     tuned = tune_search(index, table, queries, k=100, target_recall=RECALL_TARGET + TUNING_MARGIN)
     timings["index_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    ranking_dir = home.parent / "ranking"
+    ranker_info = bench_ranking_stage(
+        items, cat.pop_score, index, table, histories, queries, ranking_dir, seed
+    )
+    timings["ranking_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     pop = pd.DataFrame(
         {"item_id": items.column("item_id").to_pylist(), "score": cat.pop_score.astype(float) * 100}
     )
@@ -205,6 +211,7 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
         popularity=pop,
         data={"source": "bench/serve.py", "n_items": n_items, "seed": seed},
         metrics={"recall_at_100_vs_exact": tuned["recall"]},
+        ranking_dir=ranking_dir,
     )
     store = LocalStore(home)
     B.publish(store, stage, keep=1)
@@ -214,8 +221,76 @@ def build_bundle(home: Path, n_items: int, seed: int = 0, encoder: str = "transf
         "version": manifest.version,
         "index": index.describe(),
         "tuned": tuned.get("search_params"),
+        "ranker": ranker_info,
         **timings,
     }
+
+
+#: co-visitation neighbours per item in the bench bundle (the product keeps up to 50 per item that has any)
+BENCH_COVISIT_M = 20
+
+
+def bench_ranking_stage(items, pop_score, index, emb, histories, queries, dest: Path, seed: int) -> dict:
+    """A ranking stage sized like a real one for the latency benchmark: a co-visitation table of
+    ``BENCH_COVISIT_M`` neighbours per item (random items of the same top-level category: the generator
+    has no sessions at this scale, and the cost depends on the table's shape, not on its content), item
+    statistics from the generator's popularity, and a LightGBM ranker grown to the ranker's largest size
+    (``RankerConfig.max_rounds`` trees, no early stopping), so the measured cost is an upper bound."""
+    import pyarrow as pa
+
+    from relevance_core.ranking.batch import BatchInputs, history_of, query_blocks
+    from relevance_core.ranking.covisit import Covisitation
+    from relevance_core.ranking.ranker import RankerConfig, train_ranker
+    from relevance_core.ranking.sources import ITEM_STATS_SCHEMA, ItemAttributes, PopularByCategory
+    from relevance_core.ranking.stage import RankingStage, StageConfig
+
+    rng = np.random.default_rng(seed)
+    ids = [str(i) for i in index.item_ids.tolist()]
+    stats = pa.table(
+        {
+            "item_id": ids,
+            "interactions": (np.asarray(pop_score, np.float32) * 100),
+            "recent_interactions": (np.asarray(pop_score, np.float32) * 10),
+        },
+        schema=ITEM_STATS_SCHEMA,
+    )
+    attrs = ItemAttributes.from_tables(ids, items, stats)
+    n, m = len(ids), BENCH_COVISIT_M
+    order = np.argsort(attrs.top_code, kind="stable")
+    codes = attrs.top_code[order]
+    start = np.searchsorted(codes, codes, side="left")
+    size = np.searchsorted(codes, codes, side="right") - start
+    pick = start[:, None] + (rng.random((n, m)) * size[:, None]).astype(np.int64)
+    neighbors = np.empty((n, m), np.int32)
+    neighbors[order] = order[pick].astype(np.int32)
+    scores = np.sort(rng.random((n, m)).astype(np.float32), axis=1)[:, ::-1]
+    covisit = Covisitation(
+        np.arange(0, n * m + 1, m, dtype=np.int64), neighbors.ravel(), scores.ravel().copy()
+    )
+    cfg = StageConfig()
+    stage = RankingStage(attrs, covisit, PopularByCategory.build(attrs, cfg.popular_k), None, cfg)
+    row_of = {i: r for r, i in enumerate(ids)}
+    hists = [
+        history_of(row_of, [i for i, _, _ in h], [e for _, e, _ in h], [a for _, _, a in h])
+        for h in histories
+    ]
+    ann = index.search(queries, cfg.ann_k).rows
+    inp = BatchInputs(hists, queries, ann, emb, np.full(len(hists), time.time()))
+    # targets: the last item's best co-visitation neighbour half the time, else an ANN hit (some signal)
+    targets = np.asarray(
+        [
+            covisit.row(int(h.rows[-1]))[0][0] if i % 2 else ann[i][rng.integers(0, 20)]
+            for i, h in enumerate(hists)
+        ]
+    )
+    blocks = query_blocks(stage, inp, targets, np.ones(len(hists)))
+    rcfg = RankerConfig()
+    fit = train_ranker(
+        blocks, RankerConfig(early_stopping_rounds=rcfg.max_rounds, min_data_in_leaf=20, refit=False)
+    )
+    stage.ranker = fit.trained
+    stage.save(dest, stats)
+    return {"covisit_per_item": m, "ranker_trees": int(fit.trained.booster.num_trees()) if fit.trained else 0}
 
 
 def ensure_bundle(
@@ -923,9 +998,54 @@ def raw_path_rps(
     return {
         "raw_path_rps": round(n / elapsed, 1),
         "raw_path_ms": round(1000 * elapsed / n, 3),
+        **ranker_cost(b, hists, seconds),
         "k": k,
         "search": {"nprobe": b.default_breadth.nprobe},
         "user_tower_runtime": b.user_tower_runtime,
+    }
+
+
+def ranker_cost(b, hists: list, seconds: float) -> dict[str, Any]:
+    """What the ranking stage adds to one personalised request, in process on one thread: the sources'
+    candidates, their features and the ranker's scores for the ANN's top ``candidates_k`` (the
+    ``Recommender`` does exactly this between the filters and the rules)."""
+    import numpy as np
+
+    from relevance_core.ranking.features import History
+    from relevance_core.schemas import EVENT_TYPE_CODES
+
+    stage = b.ranking
+    if stage is None or stage.ranker is None:
+        return {"ranker_us_per_request": None}
+    k = 500
+    prepared = []
+    for h in hists[: min(len(hists), 500)]:
+        q = b.user_vector(h)
+        ann = b.search(q, k)[1]
+        hist = History(
+            rows=np.asarray([b.row_of.get(i, -1) for i, _, _ in h], np.int64),
+            events=np.asarray([EVENT_TYPE_CODES[e] for _, e, _ in h], np.int64),
+            ages_s=np.asarray([a for _, _, a in h], np.float64),
+        )
+        prepared.append((hist, ann, q))
+    now = time.time()
+
+    def one(hist, ann, q) -> int:
+        rows = stage.candidates(hist, ann)
+        stage.score(hist, rows, ann, q, b.embeddings.__getitem__, now)
+        return len(rows)
+
+    for p in prepared[:20]:
+        one(*p)
+    n, cands, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        cands += one(*prepared[n % len(prepared)])
+        n += 1
+    elapsed = time.perf_counter() - t0
+    return {
+        "ranker_us_per_request": round(1e6 * elapsed / n, 1),
+        "ranker_candidates_per_request": round(cands / n, 1),
+        "ranker_trees": int(stage.ranker.booster.num_trees()),
     }
 
 

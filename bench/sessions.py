@@ -40,12 +40,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "pipeline_validation_fraction": 0.02,
     },
     "tuning": {"validation_fraction": 0.1},
-    "pairs": {"history_length": 20},
+    # session data: short prefixes (DIGINETICA's average ~3 clicks), so 10 covers almost all of them
+    "pairs": {"history_length": 10},
+    # what fits session data on a CPU, chosen on DIGINETICA's validation split (docs/session_benchmark.md);
+    # the item tower goes ID-only by itself, as these files carry no item content
     "model": {
         "encoder": "transformer",
-        "id_dropout": 0.0,
-        "max_epochs": 3,
-        "patience": 1,
+        "n_layers": 1,
+        "temperature": 0.07,
+        "batch_size": 2048,
+        "lr": 0.005,
+        "max_epochs": 10,
+        "patience": 2,
+        "max_val_examples": 10_000,
+        "num_threads": 2,
         "progress_bar": False,
     },
     "index": {"factory": "Flat"},

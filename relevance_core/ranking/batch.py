@@ -100,24 +100,39 @@ def _top(
     return order[:k]
 
 
-def source_orders(stage: RankingStage, inp: BatchInputs, k: int) -> dict[str, list[np.ndarray]]:
-    """Top-``k`` of each non-ANN source alone, and of the union of all sources' candidates in retrieval
-    order (by the two-tower score of each): what the sources contribute before the ranker weighs them."""
-    cols = {
+def orders_by_source(stage: RankingStage, inp: BatchInputs, k: int, chunk: int = 4096) -> dict[str, list]:
+    """Top-``k`` rows per query (seen items allowed) of: the served path (``served``: sources + ranker),
+    the retrieval-only order (``retrieval_only``: the ANN list), each non-ANN source alone (``covisit``,
+    ``history``, ``popular``) and the union of every source's candidates in retrieval order (``union``:
+    by the two-tower score of each). One feature pass per query serves all of them: what each source
+    contributes, and what the ranker makes of it, on the same queries."""
+    col = {
         name: FEATURES.index(name)
         for name in ("covisit_score", "history_recency", "popular_rank", "ann_score")
     }
-    out: dict[str, list[np.ndarray]] = {"covisit": [], "history": [], "popular": [], "union": []}
-    for i in range(len(inp)):
-        rows, X, _ = _features(stage, inp, i)
-        cv = X[:, cols["covisit_score"]]
-        has = np.flatnonzero(cv > 0)
-        out["covisit"].append(rows[has[np.argsort(-cv[has], kind="stable")]][:k])
-        rec = X[:, cols["history_recency"]]
-        has = np.flatnonzero(rec < ABSENT_RANK)
-        out["history"].append(rows[has[np.argsort(rec[has], kind="stable")]][:k])
-        pop = X[:, cols["popular_rank"]]
-        has = np.flatnonzero(pop < ABSENT_RANK)
-        out["popular"].append(rows[has[np.argsort(pop[has], kind="stable")]][:k])
-        out["union"].append(rows[np.argsort(-X[:, cols["ann_score"]], kind="stable")][:k])
+    out: dict[str, list] = {
+        n: [] for n in ("served", "retrieval_only", "covisit", "history", "popular", "union")
+    }
+
+    def by(rows: np.ndarray, key: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        has = np.flatnonzero(keep)
+        return rows[has[np.argsort(key[has], kind="stable")]][:k]
+
+    for start in range(0, len(inp), chunk):
+        parts = [_features(stage, inp, i) for i in range(start, min(len(inp), start + chunk))]
+        if stage.ranker is not None and parts:
+            scores = stage.ranker.booster.predict(np.concatenate([p[1] for p in parts]))
+            split = np.split(scores, np.cumsum([len(p[0]) for p in parts])[:-1])
+        else:
+            split = [None] * len(parts)
+        for (rows, X, ann), s in zip(parts, split, strict=True):
+            out["served"].append(rows[np.argsort(-s, kind="stable")][:k] if s is not None else ann[:k])
+            out["retrieval_only"].append(ann[:k])
+            cv = X[:, col["covisit_score"]]
+            out["covisit"].append(by(rows, -cv, cv > 0))
+            rec = X[:, col["history_recency"]]
+            out["history"].append(by(rows, rec, rec < ABSENT_RANK))
+            pop = X[:, col["popular_rank"]]
+            out["popular"].append(by(rows, pop, pop < ABSENT_RANK))
+            out["union"].append(by(rows, -X[:, col["ann_score"]], np.ones(len(rows), bool)))
     return out

@@ -229,7 +229,7 @@ def serve_predictions(
     "union"}`` ("union": every source's candidates in retrieval order, ANN first)."""
     from relevance_core import publishing as P
     from relevance_core.evaluation.retrieval import TowerRetriever
-    from relevance_core.ranking.batch import rank_batch, source_orders
+    from relevance_core.ranking.batch import orders_by_source
     from relevance_core.ranking.build import batch_inputs, load_ranking_stage
 
     index, _ = P.load_index(run.store, run.model_version)
@@ -247,16 +247,10 @@ def serve_predictions(
     )
     inp = batch_inputs(frame, retriever, index, emb, max(stage.cfg.ann_k, k))
     ids = index.item_ids
-
-    def named(lists) -> list[list[str]]:
-        return [[str(ids[r]) for r in top] for top in lists]
-
-    out = {
-        "served": named(rank_batch(stage, inp, k, exclude_seen=False)),
-        "retrieval_only": named(rank_batch(stage, inp, k, exclude_seen=False, use_ranker=False)),
+    return {
+        name: [[str(ids[r]) for r in top] for top in lists]
+        for name, lists in orders_by_source(stage, inp, k).items()
     }
-    out |= {name: named(lists) for name, lists in source_orders(stage, inp, k).items()}
-    return out
 
 
 def hit_and_mrr(lists: Sequence[Sequence[str]], labels: Sequence[str], k: int) -> tuple[float, float]:

@@ -101,6 +101,13 @@ def test_bench_sessions_on_a_slice(spark, bench_slice, capsys, tmp_path):
     assert result["HR@20"] == pytest.approx(100 * sum(h > 0 for h in hits) / N_ROWS, abs=0.01)
     assert result["MRR@20"] == pytest.approx(100 * sum(1 / h for h in hits if h) / N_ROWS, abs=0.01)
 
+    # no validation day in this slice: no ranker is trained, so the served order is the retrieval order,
+    # and each candidate source is scored alone beside it
+    assert result["ranker"]["ranker_shipped"] is False
+    assert result["retrieval_only"] == {"HR@20": result["HR@20"], "MRR@20": result["MRR@20"]}
+    assert set(result["sources"]) == {"covisit", "history", "popular", "union"}
+    assert result["sources"]["covisit"]["HR@20"] > 0 and result["sources"]["history"]["HR@20"] > 0
+
     # the model is worth something: it beats popularity, measured in the same run
     pop = result["baselines"]["popularity"]
     assert result["HR@20"] > pop["HR@20"] and result["MRR@20"] > pop["MRR@20"]
