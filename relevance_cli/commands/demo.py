@@ -126,8 +126,7 @@ def show_recommendations(home: str, n_users: int = 4, k: int = 5) -> None:
     import pandas as pd
 
     from relevance_core import bundle as B
-    from relevance_core.evaluation.retrieval import TowerRetriever
-    from relevance_core.evaluation.runner import load_pairs
+    from relevance_core.evaluation.runner import bundle_recommender, load_pairs
     from relevance_core.storage import store_from_uri
 
     store = store_from_uri(home)
@@ -136,7 +135,7 @@ def show_recommendations(home: str, n_users: int = 4, k: int = 5) -> None:
         print("no bundle is published")
         return
     bdir, manifest = B.fetch(store, version)
-    retriever = TowerRetriever.from_dir(bdir)
+    recommend = bundle_recommender(bdir)  # the served path: sources, ranker, seen items removed
     items = pd.read_parquet(bdir / B.ITEMS).set_index("item_id")
     pairs = load_pairs(store, "test")
     pairs = pairs[pairs["user_id"].notna()]
@@ -145,12 +144,7 @@ def show_recommendations(home: str, n_users: int = 4, k: int = 5) -> None:
     latest = pairs.sort_values("target_ts").groupby("user_id").tail(1)
     latest = latest[latest["hist_item_ids"].map(len) >= 4]
     sample = latest.sample(n=min(n_users, len(latest)), random_state=7)
-    recs = retriever.recommend_lists(
-        sample["hist_item_ids"].tolist(),
-        sample["hist_event_types"].tolist(),
-        sample["hist_age_s"].tolist(),
-        k * 3,
-    )
+    recs = recommend(sample.rename(columns={"target_ts": "query_ts"}), k * 3)
     avail = items["available"].to_dict() if "available" in items else {}
 
     def label(item_id: str) -> str:
