@@ -1031,8 +1031,9 @@ def ranker_cost(b, hists: list, seconds: float) -> dict[str, Any]:
     now = time.time()
 
     def one(hist, ann, q) -> int:
-        rows = stage.candidates(hist, ann)
-        stage.score(hist, rows, ann, q, b.embeddings.__getitem__, now)
+        ctx = stage.context(hist)
+        rows = stage.candidates(hist, ann, ctx)
+        stage.score(hist, rows, ann, q, b.embeddings.__getitem__, now, ctx)
         return len(rows)
 
     for p in prepared[:20]:

@@ -184,7 +184,8 @@ class Recommender:
         if hist is None or stage is None or stage.ranker is None:
             return c, None
         ann = c.rows[np.argsort(-c.scores, kind="stable")]
-        ranked = stage.candidates(hist, ann)
+        ctx = stage.context(hist)
+        ranked = stage.candidates(hist, ann, ctx)
         extra = ranked[min(len(ann), stage.cfg.ann_k) :]
         extra = extra[~member(extra, ann)] if len(extra) else extra
         union = Candidates.concat([c, state.main_candidates(extra, np.zeros(len(extra), np.float32))])
@@ -193,7 +194,7 @@ class Recommender:
             out = np.full(len(cands), -np.inf, dtype=np.float32)
             inside = member(cands.rows[idx], ranked)
             sel = idx[inside]
-            scores = stage.score(hist, cands.rows[sel], ann, q, state.embedding_rows, now)
+            scores = stage.score(hist, cands.rows[sel], ann, q, state.embedding_rows, now, ctx)
             out[sel] = scores
             rest = idx[~inside]  # deeper ANN hits: below every ranked candidate, in retrieval order
             floor = float(scores.min()) if len(scores) else 0.0

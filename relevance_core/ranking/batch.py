@@ -46,9 +46,11 @@ class BatchInputs:
 def _features(stage: RankingStage, inp: BatchInputs, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ann = inp.ann_rows[i]
     ann = ann[ann >= 0]
-    rows = stage.candidates(inp.histories[i], ann)
+    hist = inp.histories[i]
+    ctx = stage.context(hist)
+    rows = stage.candidates(hist, ann, ctx)
     ann_score = inp.embeddings[rows] @ inp.user_vecs[i]
-    X = stage.features(inp.histories[i], rows, ann, ann_score.astype(np.float32), float(inp.now_s[i]))
+    X = stage.features(hist, rows, ann, ann_score.astype(np.float32), float(inp.now_s[i]), ctx)
     return rows, X, ann
 
 

@@ -73,6 +73,25 @@ def _value_lookup(rows: np.ndarray, keys_sorted: np.ndarray, values: np.ndarray)
     return out
 
 
+_EMPTY_I = np.zeros(0, np.int64)
+_EMPTY_F = np.zeros(0, np.float32)
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """One query's non-ANN sources (:meth:`RankingStage.context`)."""
+
+    hist: History
+    cv_rows: np.ndarray  # co-visitation neighbours of the history, sorted by row
+    cv_scores: np.ndarray  # their aggregated scores
+    cv_rank: np.ndarray  # their rank by score
+    cv_top: np.ndarray  # the best ``covisit_k`` of them, best first
+    last_scores: np.ndarray  # co-visitation of the most recent item alone: scores ...
+    last_rows: np.ndarray  # ... of these rows (sorted)
+    popular: np.ndarray  # popular in the history's category, best first
+    history: np.ndarray  # the history's distinct known rows, most recent first
+
+
 @dataclass
 class RankingStage:
     attrs: ItemAttributes
@@ -123,61 +142,84 @@ class RankingStage:
         (d / STAGE_FILE).write_text(json.dumps(meta, indent=2, default=float))
 
     # -- one query ------------------------------------------------------------------------------------
-    def _known(self, hist: History) -> np.ndarray:
-        return (hist.rows >= 0) & (hist.rows < self.n_items)
+    def context(self, hist: History) -> QueryContext:
+        """What the non-ANN sources say for ``hist``: computed once per query, read by
+        :meth:`candidates` and :meth:`gather` (a request costs one co-visitation aggregation, not two)."""
+        known = (hist.rows >= 0) & (hist.rows < self.n_items)
+        if not known.any():
+            return QueryContext(
+                hist=hist,
+                cv_rows=_EMPTY_I,
+                cv_scores=_EMPTY_F,
+                cv_rank=_EMPTY_F,
+                cv_top=_EMPTY_I,
+                last_scores=_EMPTY_F,
+                last_rows=_EMPTY_I,
+                popular=self.popular.overall[: self.cfg.popular_k],
+                history=_EMPTY_I,
+            )
+        rows = hist.rows[known]
+        cv_rows, cv_scores = self.covisit.aggregate(rows, hist.recency_weights()[known])
+        by_score = np.argsort(-cv_scores, kind="stable")
+        cv_rank = np.empty(len(cv_rows), np.float32)
+        cv_rank[by_score] = np.arange(len(cv_rows), dtype=np.float32)
+        last_rows, last_scores = _EMPTY_I, _EMPTY_F
+        if known[-1]:
+            n_last, s_last = self.covisit.row(int(hist.rows[-1]))
+            order = np.argsort(n_last, kind="stable")
+            last_rows, last_scores = n_last[order].astype(np.int64), s_last[order]
+        recent = rows[::-1]
+        _, first = np.unique(recent, return_index=True)
+        popular = self.popular.for_category(int(self.attrs.top_code[rows[-1]]))[: self.cfg.popular_k]
+        return QueryContext(
+            hist=hist,
+            cv_rows=cv_rows,
+            cv_scores=cv_scores,
+            cv_rank=cv_rank,
+            cv_top=cv_rows[by_score[: self.cfg.covisit_k]],
+            last_scores=last_scores,
+            last_rows=last_rows,
+            popular=popular,
+            history=recent[np.sort(first)][: self.cfg.history_k],
+        )
 
-    def candidates(self, hist: History, ann_rows: np.ndarray) -> np.ndarray:
-        """ANN rows first (``ann_k``), then the other sources' rows not already there."""
-        cfg = self.cfg
-        parts = [np.asarray(ann_rows[: cfg.ann_k], dtype=np.int64)]
-        known = self._known(hist)
-        if known.any():
-            rows, w = hist.rows[known], hist.recency_weights()[known]
-            cv_rows, cv_scores = self.covisit.aggregate(rows, w)
-            if len(cv_rows):
-                top = np.argsort(-cv_scores, kind="stable")[: cfg.covisit_k]
-                parts.append(cv_rows[top])
-            recent = rows[::-1]
-            _, first = np.unique(recent, return_index=True)
-            parts.append(recent[np.sort(first)][: cfg.history_k])
-            parts.append(self.popular.for_category(int(self.attrs.top_code[rows[-1]]))[: cfg.popular_k])
-        else:
-            parts.append(self.popular.overall[: cfg.popular_k])
-        allrows = np.concatenate(parts)
+    def candidates(self, hist: History, ann_rows: np.ndarray, ctx: QueryContext | None = None) -> np.ndarray:
+        """ANN rows first (``ann_k``), then co-visitation, the history's items and popular ones, distinct."""
+        ctx = ctx or self.context(hist)
+        allrows = np.concatenate(
+            [np.asarray(ann_rows[: self.cfg.ann_k], dtype=np.int64), ctx.cv_top, ctx.history, ctx.popular]
+        )
         _, first = np.unique(allrows, return_index=True)
         return allrows[np.sort(first)]
 
-    def gather(self, hist: History, rows: np.ndarray, ann_rows: np.ndarray) -> Gathered:
+    def gather(
+        self, hist: History, rows: np.ndarray, ann_rows: np.ndarray, ctx: QueryContext | None = None
+    ) -> Gathered:
         """What every source says of each of ``rows`` (which need not come from :meth:`candidates`)."""
+        ctx = ctx or self.context(hist)
         rows = np.asarray(rows, dtype=np.int64)
-        cfg = self.cfg
-        known = self._known(hist)
-        cv_score = np.zeros(len(rows), np.float32)
-        cv_last = np.zeros(len(rows), np.float32)
-        cv_rank = np.full(len(rows), ABSENT_RANK, np.float32)
-        pop_rank = np.full(len(rows), ABSENT_RANK, np.float32)
-        if known.any():
-            hrows, w = hist.rows[known], hist.recency_weights()[known]
-            agg_rows, agg_scores = self.covisit.aggregate(hrows, w)
-            cv_score = _value_lookup(rows, agg_rows, agg_scores)
-            rank_of = np.empty(len(agg_rows), np.float32)
-            rank_of[np.argsort(-agg_scores, kind="stable")] = np.arange(len(agg_rows), dtype=np.float32)
-            cv_rank = np.where(cv_score > 0, _value_lookup(rows, agg_rows, rank_of), ABSENT_RANK)
-            if known[-1]:
-                n_last, s_last = self.covisit.row(int(hist.rows[-1]))
-                order = np.argsort(n_last, kind="stable")
-                cv_last = _value_lookup(rows, n_last[order], s_last[order])
-            popular = self.popular.for_category(int(self.attrs.top_code[hrows[-1]]))
-        else:
-            popular = self.popular.overall
-        pop_rank = _rank_lookup(rows, popular[: cfg.popular_k])
-        ann_rank = _rank_lookup(rows, np.asarray(ann_rows[: cfg.ann_k], dtype=np.int64))
-        return Gathered(rows, ann_rank, cv_score, cv_last, cv_rank.astype(np.float32), pop_rank)
+        cv_score = _value_lookup(rows, ctx.cv_rows, ctx.cv_scores)
+        cv_rank = np.where(cv_score > 0, _value_lookup(rows, ctx.cv_rows, ctx.cv_rank), ABSENT_RANK)
+        return Gathered(
+            rows,
+            _rank_lookup(rows, np.asarray(ann_rows[: self.cfg.ann_k], dtype=np.int64)),
+            cv_score,
+            _value_lookup(rows, ctx.last_rows, ctx.last_scores),
+            cv_rank.astype(np.float32),
+            _rank_lookup(rows, ctx.popular),
+        )
 
     def features(
-        self, hist: History, rows: np.ndarray, ann_rows: np.ndarray, ann_score: np.ndarray, now_s: float
+        self,
+        hist: History,
+        rows: np.ndarray,
+        ann_rows: np.ndarray,
+        ann_score: np.ndarray,
+        now_s: float,
+        ctx: QueryContext | None = None,
     ) -> np.ndarray:
-        return candidate_features(hist, self.gather(hist, rows, ann_rows), ann_score, self.attrs, now_s)
+        g = self.gather(hist, rows, ann_rows, ctx)
+        return candidate_features(hist, g, ann_score, self.attrs, now_s)
 
     def score(
         self,
@@ -187,6 +229,7 @@ class RankingStage:
         user_vec: np.ndarray,
         emb_of: Callable[[np.ndarray], np.ndarray],
         now_s: float,
+        ctx: QueryContext | None = None,
     ) -> np.ndarray:
         """float32 scores of ``rows`` (higher first): the ranker's, or the retrieval order without one."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -194,4 +237,4 @@ class RankingStage:
         if self.ranker is None:
             in_ann = _rank_lookup(rows, np.asarray(ann_rows[: self.cfg.ann_k], np.int64)) < ABSENT_RANK
             return np.where(in_ann, ann_score, ann_score + _BELOW).astype(np.float32)
-        return self.ranker.predict(self.features(hist, rows, ann_rows, ann_score, now_s))
+        return self.ranker.predict(self.features(hist, rows, ann_rows, ann_score, now_s, ctx))
