@@ -377,7 +377,7 @@ ASSET_GROUPS = {
     "ingestion": ["raw_events", "items"],
     "pipeline": ["sessions", "training_pairs"],
     "catalog": ["stg_items", "stg_events", "dim_items", "item_popularity", "daily_event_stats"],
-    "model": ["two_tower_model", "item_embeddings", "faiss_index"],
+    "model": ["two_tower_model", "item_embeddings", "faiss_index", "learned_ranker"],
     "serving": ["offline_evaluation", "published_bundle"],
 }
 LOCATION = "relevance"  # workspace.yaml's location_name
