@@ -141,6 +141,9 @@ class BundleResponse(msgspec.Struct, kw_only=True):
     search: dict[str, Any]
     #: what runs the user tower: ``onnxruntime`` (the bundle's ``user_encoder.onnx``) or ``torchscript``
     user_tower_runtime: str
+    #: the ranking stage: ``{"ranker": bool, "covisit_edges": int, "features": [...]}``; ``ranker`` false
+    #: means personalised answers follow the retrieval order (no ranker, or one that failed its gate)
+    ranking: dict[str, Any]
     manifest: dict[str, Any]
 
 

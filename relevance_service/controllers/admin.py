@@ -41,6 +41,11 @@ class BundleController(Controller):
             dim=b.dim,
             search={"nprobe": b.default_breadth.nprobe, "ef_search": b.default_breadth.ef_search},
             user_tower_runtime=b.user_tower_runtime,
+            ranking={
+                "ranker": b.ranked,
+                "covisit_edges": b.ranking.covisit.n_edges if b.ranking is not None else 0,
+                "features": list(b.ranking.ranker.features) if b.ranked else [],
+            },
             manifest=msgspec.to_builtins(b.manifest),
         )
 

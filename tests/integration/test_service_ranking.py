@@ -102,7 +102,10 @@ def test_api_serves_the_ranked_bundle(model, tmp_path):
     path, _ = assemble(model, tmp_path / "b", ranked=True)
     B.publish(store, path)
     with TestClient(app=create_app(settings_for(store))) as client:
-        assert client.get("/v1/bundle").status_code == 200
+        ranking = client.get("/v1/bundle").json()["ranking"]
+        assert (
+            ranking["ranker"] is True and ranking["covisit_edges"] > 0 and "ann_score" in ranking["features"]
+        )
         user, items = a_user_history(model)
         post_events(client, user, items)
         body = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}, headers=AUTH).json()
