@@ -276,10 +276,13 @@ def bench_ranking_stage(items, pop_score, index, emb, histories, queries, dest: 
     ]
     ann = index.search(queries, cfg.ann_k).rows
     inp = BatchInputs(hists, queries, ann, emb, np.full(len(hists), time.time()))
-    # targets: the last item's best co-visitation neighbour half the time, else an ANN hit (some signal)
+    # targets with some signal and much noise, so that boosting keeps finding splits up to its last tree:
+    # the last item's best co-visitation neighbour, a top-20 ANN hit, or any of the ANN's 100
     targets = np.asarray(
         [
-            covisit.row(int(h.rows[-1]))[0][0] if i % 2 else ann[i][rng.integers(0, 20)]
+            covisit.row(int(h.rows[-1]))[0][0]
+            if i % 3 == 0
+            else ann[i][rng.integers(0, 20 if i % 3 == 1 else 100)]
             for i, h in enumerate(hists)
         ]
     )
