@@ -113,16 +113,3 @@ def test_api_serves_the_ranked_bundle(model, tmp_path):
         assert not {i["item_id"] for i in body["items"]} & set(items)
         assert all(i["reason"] for i in body["items"])
 
-
-def test_ranker_trained_on_the_generated_marketplace_beats_retrieval_on_held_out_days(ranked_bundle):
-    """The fixture's ranker, trained by ``build_stage`` on the marketplace's validation pairs, passes its
-    own gate: on the held-out last fifth of those days it beats the ANN order on MRR@20 without losing
-    HR@20."""
-    import json
-
-    meta = json.loads((ranked_bundle.path / "ranker.json").read_text())
-    m = meta["metrics"]
-    assert meta["shipped"] is True, meta["reason"]
-    assert m["ranked_mrr_at_20"] > m["retrieval_mrr_at_20"]
-    assert m["ranked_hr_at_20"] >= m["retrieval_hr_at_20"]
-    assert m["held_out_queries"] >= 50
