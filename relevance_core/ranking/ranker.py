@@ -1,8 +1,9 @@
 """The learned ranker: LightGBM with a lambdarank objective over :data:`~relevance_core.ranking.features.FEATURES`.
 
 Why gradient-boosted trees and not an MLP: the features mix scales (cosines, counts, ranks, ages) and
-have missing values, which trees take as they are; a few hundred small trees score ~200 candidates in
-well under a millisecond on one thread; and the model is one text file a reviewer can diff.
+have missing values, which trees take as they are; and the model is one text file a reviewer can diff.
+(Per request, LightGBM's ``predict`` costs ~0.3-0.45 ms for ~180 candidates, mostly call overhead:
+docs/ranking.md has the breakdown.)
 
 Training data is the validation days of ``training_pairs`` (the days the two-tower model did not train
 on): one query per pair, its candidates from every source, the target graded by its event weight. The
