@@ -112,4 +112,3 @@ def test_api_serves_the_ranked_bundle(model, tmp_path):
         assert body["strategy"] == "personalized" and len(body["items"]) == 10, body
         assert not {i["item_id"] for i in body["items"]} & set(items)
         assert all(i["reason"] for i in body["items"])
-
