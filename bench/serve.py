@@ -1012,10 +1012,8 @@ def ranker_cost(b, hists: list, seconds: float) -> dict[str, Any]:
     """What the ranking stage adds to one personalised request, in process on one thread: the sources'
     candidates, their features and the ranker's scores for the ANN's top ``candidates_k`` (the
     ``Recommender`` does exactly this between the filters and the rules)."""
-    import numpy as np
 
-    from relevance_core.ranking.features import History
-    from relevance_core.schemas import EVENT_TYPE_CODES
+    from relevance_core.ranking.batch import history_of
 
     stage = b.ranking
     if stage is None or stage.ranker is None:
@@ -1025,11 +1023,7 @@ def ranker_cost(b, hists: list, seconds: float) -> dict[str, Any]:
     for h in hists[: min(len(hists), 500)]:
         q = b.user_vector(h)
         ann = b.search(q, k)[1]
-        hist = History(
-            rows=np.asarray([b.row_of.get(i, -1) for i, _, _ in h], np.int64),
-            events=np.asarray([EVENT_TYPE_CODES[e] for _, e, _ in h], np.int64),
-            ages_s=np.asarray([a for _, _, a in h], np.float64),
-        )
+        hist = history_of(b.row_of, [i for i, _, _ in h], [e for _, e, _ in h], [a for _, _, a in h])
         prepared.append((hist, ann, q))
     now = time.time()
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from relevance_core.ranking.batch import history_of
 from relevance_core.ranking.features import History
 from relevance_core.ranking.rules import (
     Candidates,
@@ -39,7 +40,6 @@ from relevance_core.ranking.rules import (
     member,
     rerank,
 )
-from relevance_core.schemas import EVENT_TYPE_CODES
 from relevance_service.live_items import ServingState
 from relevance_service.serving_bundle import top_level
 from relevance_service.settings import ServiceSettings
@@ -116,10 +116,11 @@ class Recommender:
             return self._popular(state, query, filters)
         hist = None
         if b.ranked:
-            hist = History(
-                rows=np.asarray([b.row_of.get(e.item_id, -1) for e in recent], dtype=np.int64),
-                events=np.asarray([EVENT_TYPE_CODES.get(e.event_type, 0) for e in recent], dtype=np.int64),
-                ages_s=np.asarray([max(0.0, now - e.ts) for e in recent], dtype=np.float64),
+            hist = history_of(
+                b.row_of,
+                [e.item_id for e in recent],
+                [e.event_type for e in recent],
+                [max(0.0, now - e.ts) for e in recent],
             )
         res, widened = self._search(state, q, filters, query.k, hist=hist, now=now)
         slate = self._finish(state, "personalized", res, widened, query, filters)

@@ -66,6 +66,21 @@ def query_blocks(
     return out
 
 
+def _scored(stage: RankingStage, inp: BatchInputs, chunk: int):
+    """Per query: ``(i, rows, X, ann, scores)``, the ranker's scores predicted one chunk at a time
+    (``scores`` None without a ranker)."""
+    for start in range(0, len(inp), chunk):
+        idx = range(start, min(len(inp), start + chunk))
+        parts = [_features(stage, inp, i) for i in idx]
+        if stage.ranker is not None and parts:
+            scores = stage.ranker.booster.predict(np.concatenate([p[1] for p in parts]))
+            split = np.split(scores, np.cumsum([len(p[0]) for p in parts])[:-1])
+        else:
+            split = [None] * len(parts)
+        for i, (rows, X, ann), s in zip(idx, parts, split, strict=True):
+            yield i, rows, X, ann, s
+
+
 def rank_batch(
     stage: RankingStage,
     inp: BatchInputs,
@@ -77,20 +92,15 @@ def rank_batch(
 ) -> list[np.ndarray]:
     """Top-``k`` rows per query through the stage (``use_ranker=False``: the retrieval-only order, i.e.
     the ANN list as it is). ``exclude_seen`` drops the history's items, as the service's rule does."""
-    out: list[np.ndarray] = []
-    for start in range(0, len(inp), chunk):
-        idx = range(start, min(len(inp), start + chunk))
-        if not use_ranker or stage.ranker is None:
-            for i in idx:
-                ann = inp.ann_rows[i]
-                out.append(_top(ann[ann >= 0], None, inp.histories[i], k, exclude_seen))
-            continue
-        parts = [_features(stage, inp, i) for i in idx]
-        scores = stage.ranker.booster.predict(np.concatenate([p[1] for p in parts]))
-        bounds = np.cumsum([len(p[0]) for p in parts])[:-1]
-        for i, (rows, _, _), s in zip(idx, parts, np.split(scores, bounds), strict=True):
-            out.append(_top(rows, s, inp.histories[i], k, exclude_seen))
-    return out
+    if not use_ranker or stage.ranker is None:
+        out = []
+        for i in range(len(inp)):
+            ann = inp.ann_rows[i]
+            out.append(_top(ann[ann >= 0], None, inp.histories[i], k, exclude_seen))
+        return out
+    return [
+        _top(rows, s, inp.histories[i], k, exclude_seen) for i, rows, _, _, s in _scored(stage, inp, chunk)
+    ]
 
 
 def _top(
@@ -120,21 +130,14 @@ def orders_by_source(stage: RankingStage, inp: BatchInputs, k: int, chunk: int =
         has = np.flatnonzero(keep)
         return rows[has[np.argsort(key[has], kind="stable")]][:k]
 
-    for start in range(0, len(inp), chunk):
-        parts = [_features(stage, inp, i) for i in range(start, min(len(inp), start + chunk))]
-        if stage.ranker is not None and parts:
-            scores = stage.ranker.booster.predict(np.concatenate([p[1] for p in parts]))
-            split = np.split(scores, np.cumsum([len(p[0]) for p in parts])[:-1])
-        else:
-            split = [None] * len(parts)
-        for (rows, X, ann), s in zip(parts, split, strict=True):
-            out["served"].append(rows[np.argsort(-s, kind="stable")][:k] if s is not None else ann[:k])
-            out["retrieval_only"].append(ann[:k])
-            cv = X[:, col["covisit_score"]]
-            out["covisit"].append(by(rows, -cv, cv > 0))
-            rec = X[:, col["history_recency"]]
-            out["history"].append(by(rows, rec, rec < ABSENT_RANK))
-            pop = X[:, col["popular_rank"]]
-            out["popular"].append(by(rows, pop, pop < ABSENT_RANK))
-            out["union"].append(by(rows, -X[:, col["ann_score"]], np.ones(len(rows), bool)))
+    for _, rows, X, ann, s in _scored(stage, inp, chunk):
+        out["served"].append(rows[np.argsort(-s, kind="stable")][:k] if s is not None else ann[:k])
+        out["retrieval_only"].append(ann[:k])
+        cv = X[:, col["covisit_score"]]
+        out["covisit"].append(by(rows, -cv, cv > 0))
+        rec = X[:, col["history_recency"]]
+        out["history"].append(by(rows, rec, rec < ABSENT_RANK))
+        pop = X[:, col["popular_rank"]]
+        out["popular"].append(by(rows, pop, pop < ABSENT_RANK))
+        out["union"].append(by(rows, -X[:, col["ann_score"]], np.ones(len(rows), bool)))
     return out
