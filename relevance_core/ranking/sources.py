@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +134,17 @@ class ItemAttributes:
             recent=np.asarray(recent, np.float32),
         )
 
-    @property
+    @cached_property
     def has_content(self) -> bool:
-        """False for catalogs that carry ids only (public session data): content features are all unknown."""
+        """False for catalogs that carry ids only (public session data): content features are all unknown
+        (and the per-request feature pass skips them). Cached: the arrays never change."""
         return bool(
             (self.path_code >= 0).any() or (self.brand_code >= 0).any() or np.isfinite(self.price).any()
         )
+
+    @cached_property
+    def has_created(self) -> bool:
+        return bool(np.isfinite(self.created_s).any())
 
 
 @dataclass(frozen=True)
