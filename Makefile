@@ -10,14 +10,33 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: demo test setup check-java lint dagster-home dbt-parse browser redis-server clean
 
-$(PY):
-	python3 -m venv $(VENV)
+# The first Python 3.11 or 3.12 on PATH (the package and its pinned wheels support those two);
+# `make PYTHON=/path/to/python3.12` picks one by hand.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3; do \
+  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))' \
+  >/dev/null 2>&1 && { echo $$p; break; }; done)
+# PyTorch's CPU-only wheels: from PyPI, `pip install torch` on Linux is the CUDA build (GBs of GPU
+# libraries a CPU machine never uses). Where this index cannot be reached (an offline mirror), the pin
+# below is installed from the configured index instead, and the message says so.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-# torch==2.13.0 first: that pin is the small CPU wheel on this machine; a loose `torch` pulls a CUDA build.
+$(PY):
+	@test -n "$(PYTHON)" || { echo "relevance needs Python 3.11 or 3.12, and none is on PATH."; \
+	  echo "Install one (Debian/Ubuntu: sudo apt-get install -y python3.11-venv; or: pyenv install 3.12)"; \
+	  echo "or point at it: make PYTHON=/path/to/python3.12 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[cpu,dev]'
+	@if $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=5)" >/dev/null 2>&1; then \
+	  echo "installing the CPU build of torch $(TORCH_VERSION) from $(TORCH_INDEX)"; \
+	  $(PIP) install -q torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX); \
+	else \
+	  echo "$(TORCH_INDEX) is not reachable: installing torch==$(TORCH_VERSION) from the configured index"; \
+	  $(PIP) install -q torch==$(TORCH_VERSION); \
+	fi
+	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
 check-java:

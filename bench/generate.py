@@ -19,12 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default="bench", help="generator preset (default: bench = 1M items, 10M events)"
     )
-    parser.add_argument("--items", type=int, default=None)
-    parser.add_argument("--users", type=int, default=None)
-    parser.add_argument("--events", type=int, default=None)
-    parser.add_argument("--days", type=int, default=None)
-    parser.add_argument("--format", dest="fmt", default=None, choices=["csv", "jsonl", "parquet", "mixed"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--items", type=int, default=None, help="catalog size (default: the bench preset's)")
+    parser.add_argument("--users", type=int, default=None, help="number of users (default: the preset's)")
+    parser.add_argument("--events", type=int, default=None, help="valid event rows (default: the preset's)")
+    parser.add_argument("--days", type=int, default=None, help="days of events (default: the preset's)")
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        default=None,
+        choices=["csv", "jsonl", "parquet", "mixed"],
+        help="event file format (default: the preset's)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument(
         "--out", default=None, help="directory to write into (default: a temporary one, removed)"
     )

@@ -27,8 +27,8 @@ from typing import Any
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help="synthetic marketplace: tiny / small / medium")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
+    p.add_argument("--batch-size", type=int, default=512, help="training batch size (default 512)")
     p.add_argument("--tolerance", type=float, default=0.05, help="max |HR@20 gpu - cpu|")
     p.add_argument("--skip-cpu", action="store_true", help="GPU run only (no quality comparison)")
     p.add_argument("--dry-run", action="store_true", help="no GPU needed: tiny preset, CPU for both runs")

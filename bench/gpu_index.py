@@ -29,12 +29,12 @@ from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--items", type=int, default=1_000_000)
-    p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--items", type=int, default=1_000_000, help="catalog size (default 1M)")
+    p.add_argument("--users", type=int, default=20_000, help="query users (default 20k)")
+    p.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     p.add_argument("--queries", type=int, default=2_000, help="half tune nprobe, half measure recall")
     p.add_argument("--factory", default=None, help="IVF factory (default: relevance_core.index's choice)")
-    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--k", type=int, default=100, help="neighbours per query (default 100)")
     p.add_argument("--dry-run", action="store_true", help="CPU only, 20k items: check the script")
 
 

@@ -33,9 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", required=True, help="test rows (prefix<TAB>label TSV with header)")
     p.add_argument("--config", required=True, help="the TOML the command ran with")
     p.add_argument("--variant", action="append", default=[], help="JSON overrides of [model]; repeatable")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--max-test-rows", type=int, default=None)
+    p.add_argument(
+        "--accelerator", default="auto", help="Lightning accelerator: auto, gpu or cpu (default auto)"
+    )
+    p.add_argument("--k", type=int, default=20, help="ids per test row (default 20)")
+    p.add_argument(
+        "--max-test-rows", type=int, default=None, help="score only the first N test rows (default: all)"
+    )
 
 
 def score(module, encoder, prefixes, labels, spacing_s: float, k: int, device: str) -> tuple[float, float]:

@@ -25,9 +25,11 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=1_000_000, help="catalog size")
-    parser.add_argument("--users", type=int, default=60_000)
+    parser.add_argument(
+        "--users", type=int, default=60_000, help="users in the generated marketplace (default 60k)"
+    )
     parser.add_argument("--events", type=int, default=1_200_000, help="events generated (training subset)")
-    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--days", type=int, default=10, help="days of events (default 10)")
     parser.add_argument(
         "--train-batches",
         type=int,
@@ -37,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--queries", type=int, default=1_000, help="held-out queries: half tune, half measure"
     )
-    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--k", type=int, default=100, help="neighbours per query (default 100)")
     parser.add_argument(
         "--factory", action="append", default=None, help="extra ANN factory strings to compare"
     )
@@ -47,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="user tower readout of the model behind the vectors (default: the product's default)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--cache", default=None, help="directory to cache embeddings + queries between runs")
 
 

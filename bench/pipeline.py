@@ -22,7 +22,7 @@ BENCH_NAME = "pipeline"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=10_000_000, help="events to generate (default 10M)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     parser.add_argument("--shuffle-partitions", type=int, default=8, help="spark.sql.shuffle.partitions")
     parser.add_argument("--driver-memory", default="6g", help="spark.driver.memory")
     parser.add_argument("--workdir", default=None, help="where the lake goes (default: a temp dir, removed)")

@@ -108,6 +108,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--work-dir",
         default=os.environ.get("RELEVANCE_BENCH_DIR", str(Path(tempfile.gettempdir()) / "relevance-bench")),
+        help="where the bench bundle is built and cached (default: RELEVANCE_BENCH_DIR or <tmp>/relevance-bench)",
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild the bundle even if cached")
     p.add_argument(
@@ -124,7 +125,7 @@ def add_arguments(p) -> None:
         help="RELEVANCE_USER_TOWER_RUNTIME for the server and the raw path (auto: ONNX Runtime when the "
         "bundle has user_encoder.onnx)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bundle and the request mix (default 0)")
 
 
 # -- 1. the bundle ---------------------------------------------------------------------------------------------

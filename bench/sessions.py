@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 import tomllib
@@ -89,7 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", help="artifact store for the run (default: a temp dir, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     parser.add_argument(
-        "--verbose", action="store_true", help="Dagster run logs at DEBUG (default: warnings)"
+        "--verbose",
+        action="store_true",
+        help="Dagster run logs at DEBUG, and every library's output on the terminal (default: in the log file)",
+    )
+    parser.add_argument(
+        "--log-file", help="where Spark, Dagster and Lightning output goes (default: .relevance/logs/)"
     )
     parser.add_argument("--skip-baselines", action="store_true", help="do not score popularity / session-kNN")
 
@@ -152,6 +158,17 @@ def _write_predictions(path: str, lists: list[list[str]]) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark, with the pipeline's own output (Spark, Dagster, Lightning) in a log file."""
+    from relevance_cli.console import console, default_log_path
+
+    log_path = Path(args.log_file) if getattr(args, "log_file", None) else default_log_path("bench-sessions")
+    if not getattr(args, "verbose", False):
+        print(f"[bench sessions] details in {log_path}", file=sys.stderr, flush=True)
+    with console(log_path, verbose=getattr(args, "verbose", False)) as out:
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out) -> dict[str, Any]:
     from relevance_core.evaluation.baselines import PopularityRecommender
     from relevance_core.evaluation.runner import load_pairs
     from relevance_core.session_bench import convert, validation
@@ -198,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             index_config=cfg["index"],
             ranker_config=cfg["ranker"],
             spark_config={str(k): str(v) for k, v in cfg["spark"].items()},
-            progress=lambda msg: print(f"[bench sessions] {msg}", flush=True),
+            progress=out.step,
             log_level="DEBUG" if getattr(args, "verbose", False) else "WARNING",
         )
         t0 = time.perf_counter()
@@ -293,10 +310,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
         if not result["gate"]["beats_session_knn"]:
-            print(
-                f"[bench sessions] gate: the model ({hr} / {mrr}) does not beat session-kNN "
-                f"({ref['HR@20']} / {ref['MRR@20']}) on HR@20 and MRR@20",
-                flush=True,
+            out.step(
+                f"gate: the model ({hr} / {mrr}) does not beat session-kNN "
+                f"({ref['HR@20']} / {ref['MRR@20']}) on HR@20 and MRR@20"
             )
     return result
 

@@ -19,11 +19,16 @@ from typing import Any
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="small", help="synthetic marketplace: tiny / small / medium")
     p.add_argument("--batches", type=int, default=40, help="timed batches per run (+ warmup)")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=5, help="warm-up steps before timing (default 5)")
+    p.add_argument("--batch-size", type=int, default=512, help="training batch size (default 512)")
+    p.add_argument("--repeats", type=int, default=2, help="timed repeats; the median is reported (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--encoder", default="transformer", choices=["transformer", "mean"])
+    p.add_argument(
+        "--encoder",
+        default="transformer",
+        choices=["transformer", "mean"],
+        help="user tower encoder (default transformer)",
+    )
 
 
 def _batches(preset: str, batch_size: int, n: int, encoder: str):

@@ -20,6 +20,7 @@ def _discover(package_name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relevance", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"relevance {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for _name, module in _discover("relevance_cli.commands"):
         module.register(sub)
@@ -35,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relevance")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def _bench_runner(module):
     def run(args) -> int:
         result = module.run(args)
@@ -45,8 +55,14 @@ def _bench_runner(module):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure exits non-zero: argparse's usage errors with 2, a command's own failure with its
+    code, an exception with 1 (its traceback is the report), an interrupt with 130."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("relevance: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -29,16 +29,22 @@ def register(subparsers) -> None:
         description=__doc__,
     )
     p.add_argument("--preset", default="demo", help="generator preset (default: demo)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="generator seed (default: the preset's)")
+    p.add_argument(
+        "--start-date",
+        default=None,
+        help="first day of the generated events, YYYY-MM-DD (default: the window ends yesterday, so the "
+        "demo users' histories are recent and served personally)",
+    )
     p.add_argument("--home", default=None, help="store URI (default: RELEVANCE_HOME)")
     p.add_argument("--epochs", type=int, default=1, help="training epochs (early stopping may stop sooner)")
-    p.add_argument("--users", type=int, default=4, help="how many users to show")
+    p.add_argument("--users", type=int, default=2, help="how many users' recommendations to show (default 2)")
     p.add_argument("--skip-generate", action="store_true", help="reuse the landing zone already there")
+    p.add_argument(
+        "--verbose", action="store_true", help="show Dagster, Spark, dbt and Lightning output live"
+    )
+    p.add_argument("--log-file", default=None, help="where the details go (default: <home>/logs/demo-*.log)")
     p.set_defaults(func=run)
-
-
-def _log(t0: float, msg: str) -> None:
-    print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
 
 def demo_model_config(epochs: int) -> dict:
@@ -65,9 +71,12 @@ def run_pipeline(
     run_config_extra: dict | None = None,
     instance=None,
     log=print,
+    progress=None,
 ) -> dict[str, bool]:
     """Materialize every asset of the graph (all partitions, all checks) into ``home``; return
-    ``{step: success}``. Used by the demo and by the full-graph integration test."""
+    ``{step: success}``. Used by the demo and by the full-graph integration test. ``log`` gets one line
+    per failed step (and per step, except the per-day ingestion runs, which ``progress(days, desc)``
+    may show as a bar instead)."""
     import dagster as dg
 
     from relevance_assets.definitions import defs as load_defs
@@ -82,12 +91,13 @@ def run_pipeline(
     key = dg.AssetKey
     results: dict[str, bool] = {}
 
-    def execute(name: str, keys: list[str], **kwargs) -> bool:
+    def execute(name: str, keys: list[str], quiet: bool = False, **kwargs) -> bool:
         r = job.execute_in_process(
             instance=instance, asset_selection=[key(k) for k in keys], raise_on_error=False, **kwargs
         )
         results[name] = r.success
-        log(f"{name}: {'ok' if r.success else 'FAILED'}")
+        if not (quiet and r.success):
+            log(f"{name}: {'ok' if r.success else 'FAILED'}")
         if not r.success:
             for ev in r.all_events:
                 if ev.event_type_value in ("STEP_FAILURE", "ASSET_CHECK_EVALUATION") and (
@@ -98,9 +108,10 @@ def run_pipeline(
 
     if not execute("items", ["items"]):
         return results
-    for day in days:
-        if not execute(f"raw_events {day}", ["raw_events"], partition_key=day):
+    for day in (progress or (lambda it, desc: it))(days, "raw_events"):
+        if not execute(f"raw_events {day}", ["raw_events"], quiet=progress is not None, partition_key=day):
             return results
+    log(f"raw_events: {len(days)} days ingested ({days[0]}..{days[-1]})")
     tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
     if not execute(
         f"sessions + training_pairs {days[0]}..{days[-1]}", ["sessions", "training_pairs"], tags=tags
@@ -120,9 +131,8 @@ def run_pipeline(
     return results
 
 
-def show_recommendations(home: str, n_users: int = 4, k: int = 5) -> None:
+def show_recommendations(home: str, n_users: int = 2, k: int = 5, say=print) -> None:
     """A few test-period users: their last interactions and what the live bundle recommends them."""
-    import numpy as np
     import pandas as pd
 
     from relevance_core import bundle as B
@@ -132,7 +142,7 @@ def show_recommendations(home: str, n_users: int = 4, k: int = 5) -> None:
     store = store_from_uri(home)
     version = B.latest_version(store)
     if version is None:
-        print("no bundle is published")
+        say("no bundle is published")
         return
     bdir, manifest = B.fetch(store, version)
     recommend = bundle_recommender(bdir)  # the served path: sources, ranker, seen items removed
@@ -153,57 +163,75 @@ def show_recommendations(home: str, n_users: int = 4, k: int = 5) -> None:
         row = items.loc[item_id]
         return f"{row['title']}  [{row['category_path']}]"
 
-    print(
-        f"\nbundle {version}: {manifest.n_items:,} items, index {manifest.index_factory}, metrics {manifest.metrics}"
-    )
+    m = manifest.metrics or {}
+    shown_metrics = ", ".join(f"{name} {m[name]:.3f}" for name in ("hr@20", "ndcg@10", "mrr@20") if name in m)
+    say(f"bundle {version}: {manifest.n_items:,} items, offline {shown_metrics or 'metrics n/a'}")
     for (_, q), rec in zip(sample.iterrows(), recs, strict=True):
-        print(f"\nuser {q['user_id']}")
-        print("  recent history (oldest first):")
-        hist = list(zip(q["hist_item_ids"], q["hist_event_types"], q["hist_age_s"], strict=False))[-5:]
+        say(f"user {q['user_id']}: last 3 of their history, oldest first")
+        hist = list(zip(q["hist_item_ids"], q["hist_event_types"], q["hist_age_s"], strict=False))[-3:]
         for item_id, ev, age in hist:
-            print(f"    {ev:>16}  {label(item_id)}  ({age / 3600:.1f} h before)")
-        print("  recommended:")
+            say(f"    {ev:>12}  {label(item_id)}  ({age / 3600:.1f} h before)")
         shown = [i for i in rec if avail.get(i, True)][:k]
-        for i, item_id in enumerate(shown, 1):
-            print(f"    {i}. {label(item_id)}")
         hit = q["target_item_id"] in shown
-        print(f"  next interaction: {label(q['target_item_id'])}{'  <- recommended' if hit else ''}")
-    _ = np  # numpy imported for pandas' sake
+        say("  recommended: " + ("(their next interaction is among them)" if hit else ""))
+        for i, item_id in enumerate(shown, 1):
+            say(f"    {i}. {label(item_id)}")
 
 
 def run(args: argparse.Namespace) -> int:
+    from relevance_cli.console import console, default_log_path
     from relevance_core import bundle as B
     from relevance_core.settings import relevance_home
     from relevance_core.storage import store_from_uri
 
-    t0 = time.perf_counter()
     home = args.home or relevance_home()
     if "://" not in home:
         home = os.path.abspath(home)
-    store = store_from_uri(home)
-    if not args.skip_generate:
-        from relevance_core.generator import preset, write_marketplace
+    log_path = Path(args.log_file) if args.log_file else default_log_path("demo", home)
+    if not args.verbose:
+        print(f"relevance demo: details in {log_path} (--verbose shows them here)", flush=True)
+    with console(log_path, verbose=args.verbose) as out:
+        store = store_from_uri(home)
+        if not args.skip_generate:
+            from relevance_core.generator import ending_yesterday, preset
 
-        cfg = preset(args.preset, seed=args.seed)
-        report = write_marketplace(cfg, store, clean=True)
-        days = [d.date for d in report.days]
-        _log(
-            t0,
-            f"generated {report.items:,} items, {report.events:,} events over {len(days)} days into {home}",
+            cfg = preset(args.preset, seed=args.seed)
+            cfg = cfg.replace(start_date=args.start_date or ending_yesterday(cfg.n_days))
+            from relevance_core.generator import write_marketplace
+
+            report = write_marketplace(cfg, store, clean=True)
+            days = [d.date for d in report.days]
+            out.step(
+                f"generated {report.items:,} items, {report.events:,} events, {days[0]}..{days[-1]}, "
+                f"into {home}"
+            )
+        else:
+            days = sorted(
+                d.removeprefix("date=") for d in store.list_dirs("landing/events") if d.startswith("date=")
+            )
+        before = B.latest_version(store)
+        results = run_pipeline(
+            home,
+            days=days,
+            model_config=demo_model_config(args.epochs),
+            log=out.step,
+            progress=out.progress,
         )
-    else:
-        days = sorted(
-            d.removeprefix("date=") for d in store.list_dirs("landing/events") if d.startswith("date=")
-        )
-    before = B.latest_version(store)
-    results = run_pipeline(
-        home, days=days, model_config=demo_model_config(args.epochs), log=lambda m: _log(t0, m)
+        after = B.latest_version(store)
+        if after is None or not all(results.values()):
+            out.step(f"pipeline did not publish (LATEST {before} -> {after}); see the failures above")
+            return 1
+        out.step(f"published bundle {after}")
+        show_recommendations(home, n_users=args.users, say=out.say)
+        out.step("demo done. Next:")
+    local = "://" not in home
+    serve = "relevance serve" + (
+        "" if not local or home == os.path.abspath(relevance_home()) else f" --home {home}"
     )
-    after = B.latest_version(store)
-    if after is None or not all(results.values()):
-        _log(t0, f"pipeline did not publish (LATEST {before} -> {after}); see the failures above")
-        return 1
-    _log(t0, f"published bundle {after} (LATEST was {before})")
-    show_recommendations(home, n_users=args.users)
-    _log(t0, "demo done")
+    print(f"  explorer:   .venv/bin/{serve}   then open http://localhost:8000/explorer")
+    print("  API docs:   http://localhost:8000/docs   (same server)")
+    print(
+        f"  Dagster UI: DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '$PWD/.dagster_home')} "
+        ".venv/bin/dagster dev -w workspace.yaml   then open http://localhost:3000"
+    )
     return 0

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--out", default=None, help="store URI: a directory or s3://bucket/prefix (default: RELEVANCE_HOME)"
     )
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="generator seed (default: the preset's)")
     p.add_argument(
         "--format",
         dest="fmt",
@@ -29,11 +29,16 @@ def register(subparsers) -> None:
         default=None,
         help="event file format; mixed cycles csv, jsonl, parquet day by day",
     )
-    p.add_argument("--catalog-format", choices=["csv", "jsonl", "parquet"], default=None)
+    p.add_argument(
+        "--catalog-format",
+        choices=["csv", "jsonl", "parquet"],
+        default=None,
+        help="catalog file format (default: the preset's)",
+    )
     p.add_argument("--items", type=int, default=None, help="catalog size")
-    p.add_argument("--users", type=int, default=None)
+    p.add_argument("--users", type=int, default=None, help="number of users (default: the preset's)")
     p.add_argument("--events", type=int, default=None, help="exact number of valid event rows")
-    p.add_argument("--days", type=int, default=None)
+    p.add_argument("--days", type=int, default=None, help="number of days of events (default: the preset's)")
     p.add_argument("--start-date", default=None, help="first day, YYYY-MM-DD, not before 2026-01-01")
     p.add_argument(
         "--clean",

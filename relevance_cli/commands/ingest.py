@@ -31,8 +31,19 @@ def register(subparsers) -> None:
     d.add_argument(
         "--shift-to", default="2026-01-01", help="move dates by whole weeks to start here ('' = keep)"
     )
-    d.add_argument("--purchases", choices=["viewed_sessions", "all", "none"], default="viewed_sessions")
-    d.add_argument("--format", dest="fmt", choices=["parquet", "csv", "jsonl"], default="parquet")
+    d.add_argument(
+        "--purchases",
+        choices=["viewed_sessions", "all", "none"],
+        default="viewed_sessions",
+        help="which purchases become events: those in sessions with views (default), all, or none",
+    )
+    d.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["parquet", "csv", "jsonl"],
+        default="parquet",
+        help="landing file format (default parquet)",
+    )
     d.set_defaults(func=run_import)
 
 

@@ -29,13 +29,27 @@ log = logging.getLogger("relevance.serve")
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run the recommendation API (Litestar under uvicorn)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--home", default=None, help="artifact store (default RELEVANCE_HOME or ./.relevance)")
-    p.add_argument("--dev", action="store_true", help="dev mode: write/admin endpoints open without a token")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="dev mode: write/admin endpoints open without a token (the default when bound to loopback "
+        "without RELEVANCE_API_TOKEN)",
+    )
     p.add_argument("--poll-interval", type=float, default=None, help="seconds between LATEST polls")
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="server log level (default info)",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,10 +81,35 @@ def _uvicorn_config(args) -> dict:
     }
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _banner(args, settings) -> str:
+    where = f"http://{'localhost' if _is_loopback(args.host) else args.host}:{args.port}"
+    if not settings.write_endpoints:
+        mode = "read-only (write endpoints off)"
+    elif settings.api_token:
+        mode = "write/admin endpoints need the bearer token (RELEVANCE_API_TOKEN)"
+    else:
+        mode = "LOCAL DEV MODE: write/admin endpoints open without a token (set RELEVANCE_API_TOKEN for more)"
+    return (
+        f"relevance serve: {where}  (explorer {where}/explorer, API docs {where}/docs)\n"
+        f"relevance serve: {mode}; store {settings.home}"
+    )
+
+
 def run(args) -> int:
     import uvicorn
 
-    from relevance_service.settings import ServiceSettings
+    from relevance_service.settings import ServiceSettings, SettingsError
 
     if args.home:
         os.environ["RELEVANCE_HOME"] = args.home
@@ -78,8 +117,30 @@ def run(args) -> int:
         os.environ["RELEVANCE_DEV_MODE"] = "1"
     if args.poll_interval is not None:
         os.environ["RELEVANCE_POLL_INTERVAL_S"] = str(args.poll_interval)
-    # fail here, with the reason, rather than in every worker
-    ServiceSettings.from_env().check_startable()
+    settings = ServiceSettings.from_env()
+    if (
+        settings.write_endpoints
+        and not settings.api_token
+        and not settings.dev_mode
+        and "RELEVANCE_DEV_MODE" not in os.environ
+        and _is_loopback(args.host)
+    ):
+        # only this machine can reach a loopback server: the first `relevance serve` after `make demo`
+        # just works, and the banner says the endpoints are open; any other address still needs a token
+        os.environ["RELEVANCE_DEV_MODE"] = "1"
+        settings = ServiceSettings.from_env()
+    try:
+        # fail here, with the reason, rather than in every worker
+        settings.check_startable()
+    except SettingsError as e:
+        print(f"relevance serve: {e}", file=sys.stderr)
+        print(
+            "relevance serve: e.g. RELEVANCE_API_TOKEN=$(openssl rand -hex 16) relevance serve --host "
+            f"{args.host}, or relevance serve --dev to open them on purpose",
+            file=sys.stderr,
+        )
+        return 2
+    print(_banner(args, settings), flush=True)
     # Linux balances SO_REUSEPORT listeners; macOS/BSD hand every connection to one of them
     if args.workers > 1 and sys.platform.startswith("linux"):
         return _run_workers(args)

@@ -8,7 +8,7 @@ Public API::
     report = write_marketplace(cfg, store_from_uri(uri))  # landing zone + generator_truth/
 """
 
-from relevance_core.generator.config import PRESETS, MarketplaceConfig, preset
+from relevance_core.generator.config import PRESETS, MarketplaceConfig, ending_yesterday, preset
 from relevance_core.generator.tables import MarketplaceTruth, generate_tables
 from relevance_core.generator.writer import TRUTH_PREFIX, DayReport, MarketplaceReport, write_marketplace
 
@@ -20,6 +20,7 @@ __all__ = [
     "MarketplaceReport",
     "MarketplaceTruth",
     "generate_tables",
+    "ending_yesterday",
     "preset",
     "write_marketplace",
 ]

@@ -6,7 +6,7 @@ rebuilt from JSON; every knob has a default that gives a plausible, lightly nois
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 import msgspec
@@ -104,6 +104,15 @@ class MarketplaceConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def replace(self, **changes) -> MarketplaceConfig:
         return msgspec.structs.replace(self, **changes)
+
+
+def ending_yesterday(n_days: int, today: date | None = None) -> str:
+    """The start date that makes an ``n_days`` window end yesterday (UTC), not before EARLIEST_START.
+
+    Demo data dated like this looks like a shop's recent past: stored histories are within the service's
+    state TTL, event ages are hours to days as in training, and every day is a complete partition."""
+    today = today or datetime.now(UTC).date()
+    return max(today - timedelta(days=n_days), EARLIEST_START).isoformat()
 
 
 PRESETS: dict[str, MarketplaceConfig] = {

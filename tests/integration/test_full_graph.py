@@ -1,5 +1,6 @@
 """The whole asset graph, in process, on a small generated marketplace: every asset and every check,
-then the gate's failure path (LATEST must not move)."""
+then the gate's failure path (LATEST must not move), then what a new user does next: the README's
+``relevance serve`` (no token, no flag) and the explorer in a browser, personalised for a lake user."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
     from relevance_cli.commands.demo import run_pipeline
     from relevance_core import bundle as B
     from relevance_core.evaluation.runner import load_pairs
-    from relevance_core.generator import preset, write_marketplace
+    from relevance_core.generator import ending_yesterday, preset, write_marketplace
     from relevance_core.storage import LocalStore
 
     home = tmp_path / "home"
     monkeypatch.setenv("RELEVANCE_HOME", str(home))
     store = LocalStore(home)
-    report = write_marketplace(preset("tiny"), store)
+    # dated like the demo's: the window ends yesterday, so stored histories are within the state TTL
+    tiny = preset("tiny")
+    report = write_marketplace(tiny.replace(start_date=ending_yesterday(tiny.n_days)), store)
     days = [d.date for d in report.days]
     instance = dg.DagsterInstance.ephemeral()
     model_cfg = {"max_epochs": 3, "n_layers": 1, "hidden": 64, "batch_size": 256, "patience": 2}
@@ -109,24 +112,48 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
     assert B.latest_version(store) == live
     assert B.list_versions(store) == [live]
 
-    # the bundle the pipeline published serves: a real `relevance serve` process on 127.0.0.1 over the same
-    # store, user state seeded from the lake's sessions, answers a lake user personally with that version
+    # the bundle the pipeline published serves: the README's `relevance serve` (no token, no flag, default
+    # settings: on loopback that is local dev mode, user state seeded from the lake's sessions, the
+    # 30-day state TTL) answers a lake user personally with that version, and the explorer shows it
+    import os
+    import subprocess
+    import sys
+
     import httpx
     import pyarrow.parquet as pq
-    from e2e.service_process import Server
+    from e2e.browser import chromium, screenshot
+    from e2e.service_process import ROOT, free_port, wait_for
 
     newest = sorted((home / "lake" / "sessions").glob("date=*"))[-1]
     sessions = pq.read_table(newest, columns=["user_id", "item_ids"]).to_pylist()
     user, seen = next((s["user_id"], set(s["item_ids"])) for s in sessions if s["user_id"])
-    srv = Server(
-        home,
-        tmp_path / "serve.log",
-        env={"RELEVANCE_SEED_FROM_LAKE": "1", "RELEVANCE_STATE_TTL_S": str(10 * 365 * 86400)},
-    )  # the generated events are from January 2026: a TTL of 30 days of wall-clock time would expire them all
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVANCE_")}
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relevance_cli.main", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env | {"RELEVANCE_HOME": str(home), "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        srv.wait_ready()  # /readyz says ready once the bundle is loaded and the user state seeded
-        assert "user state: seeded" in srv.log_path.read_text()
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=180, what="relevance serve to be ready")
+        text = log_path.read_text()
+        assert "LOCAL DEV MODE" in text and "user state: seeded" in text, text[-3000:]
+        assert "older than the state TTL" not in text
+        with httpx.Client(base_url=url, timeout=30) as c:
             assert c.get("/v1/bundle").json()["version"] == live
             body = c.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
             assert body["bundle_version"] == live and body["strategy"] == "personalized", body
@@ -135,5 +162,17 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
             assert all(i["title"] and i["reason"] for i in body["items"])
             stranger = c.get("/v1/users/nobody-here/recommendations", params={"k": 10}).json()
             assert stranger["strategy"] == "popular" and len(stranger["items"]) == 10
+        with chromium() as browser:
+            page = browser.new_page()
+            resp = page.goto(f"{url}/explorer?user={user}")
+            assert resp is not None and resp.status == 200
+            page.wait_for_selector("body[data-ready='1']")
+            page.wait_for_function("() => document.getElementById('recs').dataset.strategy")
+            assert page.get_attribute("#recs", "data-strategy") == "personalized"
+            assert len(page.query_selector_all("#recs .card")) > 0
+            screenshot(page, "explorer-after-demo-graph", full_page=False)
+            assert browser.console_errors == [], browser.console_errors
     finally:
-        srv.stop()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -60,9 +60,12 @@ def test_bench_sessions_on_a_slice(spark, bench_slice, capsys, tmp_path):
         str(bench_slice / "test.tsv"),
     ]
     argv += ["--predictions", str(pred), "--k", "20", "--config", str(CONFIG)]
+    argv += ["--log-file", str(tmp_path / "bench.log")]
     for s in FAST:
         argv += ["--set", s]
     result = _run(argv, capsys)
+    # the pipeline's own output (Spark, Dagster, Lightning) went to the log file, step lines included
+    assert "=== materializing" in (tmp_path / "bench.log").read_text()
 
     # the output file: one line per test row, in order, k distinct known ids best first
     rows = pred.read_text().splitlines()

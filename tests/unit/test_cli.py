@@ -1,0 +1,75 @@
+"""The ``relevance`` command's conventions: help on every flag, ``--version``, clean failures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relevance_cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _options(parser: argparse.ArgumentParser, name: str):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, p in action.choices.items():
+                yield from _options(p, f"{name} {sub}")
+        elif action.dest != "help":
+            yield name, action
+
+
+def test_every_flag_and_argument_has_help():
+    missing = [
+        f"{cmd} {'/'.join(a.option_strings) or a.dest}"
+        for cmd, a in _options(build_parser(), "relevance")
+        if not a.help and not isinstance(a, argparse._VersionAction)
+    ]
+    assert missing == []
+
+
+def test_version_is_the_installed_packages():
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--version"])
+    assert e.value.code == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "relevance_cli.main", "--version"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0 and out.stdout.strip() == f"relevance {version('relevance')}"
+
+
+def _run(args: list[str], env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RELEVANCE_")}
+    clean["RELEVANCE_HOME"] = str(tmp_path / "home")
+    return subprocess.run(
+        [sys.executable, "-m", "relevance_cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=clean | env,
+        timeout=120,
+    )
+
+
+def test_serve_on_a_public_address_without_a_token_says_why_and_exits_2(tmp_path):
+    r = _run(["serve", "--host", "0.0.0.0", "--port", "1"], {}, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "RELEVANCE_API_TOKEN" in r.stderr and "--dev" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_explicitly_disabled_dev_mode_is_respected_on_loopback(tmp_path):
+    r = _run(["serve", "--port", "1"], {"RELEVANCE_DEV_MODE": "0"}, tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_usage_errors_exit_non_zero(tmp_path):
+    r = _run(["generate", "--preset", "no-such-preset"], {}, tmp_path)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
