@@ -14,6 +14,9 @@ Why it is built this way:
   timestamp), so the counts per reason add up to the quarantined total.
 * **Publish atomically.** Spark writes to a local staging directory; ``store.replace_dir`` then swaps it in
   as the partition. A failed run publishes nothing; a re-run replaces the partition (idempotent).
+* **Record what was read.** The landing files' fingerprint (``fingerprint.py``), taken before reading, is
+  written next to the lake once the partition is published, so the landing sensor does not ingest again
+  a day the lake already reflects, whether the asset or ``relevance ingest`` ingested it.
 
 Accounting (see ``report.IngestReport``): ``rows_in = accepted + quarantined + duplicates_removed``, where a
 duplicate is a valid event equal to another valid event of the day in every canonical column after
@@ -37,6 +40,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from relevance_core.ingest.fingerprint import fingerprint, landing_entries, record_ingested
 from relevance_core.ingest.landing import (
     LandingFile,
     LandingFileError,
@@ -299,6 +303,7 @@ def ingest_events_day(
     prefix = layout.landing_day(date)
     out_key = layout.partition(DATASET, date)
     q_key = layout.quarantine(DATASET, date)
+    entries = landing_entries(store, date, layout)  # before reading: a later rewrite must not match it
     files, skipped = landing_files(store, prefix)
     report = IngestReport(
         dataset=DATASET,
@@ -308,6 +313,7 @@ def ingest_events_day(
         quarantine_key=q_key,
         files=[f.key for f in files],
         skipped_files=skipped,
+        landing_fingerprint=fingerprint(entries),
     )
     staging = Path(tempfile.mkdtemp(prefix=f"relevance-ingest-{date}-", dir=config.staging_root))
     events_dir, quarantine_dir = staging / "events", staging / "quarantine"
@@ -329,6 +335,7 @@ def ingest_events_day(
         report.check()
         store.replace_dir(quarantine_dir, q_key)
         store.replace_dir(events_dir, out_key)
+        record_ingested(store, date, entries, layout)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report.seconds = round(time.perf_counter() - t0, 3)

@@ -43,6 +43,8 @@ class IngestReport:
     header_lines: int = 0
     blank_lines: int = 0
     seconds: float = 0.0
+    #: hash of the landing files' listing, taken before reading them (``fingerprint.py``); events only
+    landing_fingerprint: str | None = None
 
     @property
     def quarantine_rate(self) -> float:

@@ -13,6 +13,7 @@ from relevance_assets.automation import FRESHNESS_POLICIES
 from relevance_assets.definitions import defs as load_defs
 from relevance_assets.defs.operations.sensors import freshness_sensor, landing_zone_sensor
 from relevance_assets.resources import StorageResource
+from relevance_core.ingest.fingerprint import fingerprint, landing_entries, record_ingested
 from relevance_core.storage import LocalStore
 
 
@@ -73,7 +74,7 @@ def test_landing_sensor_requests_new_day_once(tmp_path):
     more = landing_zone_sensor(ctx)
     assert [r.partition_key for r in more] == ["2026-02-03"]
     assert more[0].run_key != requests[0].run_key
-    assert "more.jsonl" in more[0].run_key and "events.jsonl" not in more[0].run_key.split(":", 2)[2]
+    assert more[0].tags["relevance/landing_files"] == "2"
 
 
 def test_landing_sensor_ignores_temporary_files_and_days_outside_range(tmp_path):
@@ -86,7 +87,68 @@ def test_landing_sensor_ignores_temporary_files_and_days_outside_range(tmp_path)
         resources={"storage": StorageResource(base_uri=str(tmp_path))},
     )
     assert isinstance(landing_zone_sensor(ctx), dg.SkipReason)
-    assert "landing/events/date=1999-01-01/events.jsonl" in json.loads(ctx.cursor)
+    assert json.loads(ctx.cursor).keys() == {"1999-01-01"}  # seen (not asked again), not launched
+
+
+def _evaluate(store: LocalStore, cursor: str | None = None) -> tuple[list[dg.RunRequest], str | None]:
+    ctx = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        cursor=cursor,
+        resources={"storage": StorageResource(base_uri=str(store.root))},
+    )
+    result = landing_zone_sensor(ctx)
+    return ([] if isinstance(result, dg.SkipReason) else list(result)), ctx.cursor
+
+
+def test_landing_sensor_skips_days_the_lake_already_reflects(tmp_path):
+    """The record ``ingest_events_day`` writes after publishing (written here directly: no Spark) is what
+    the sensor compares with; the ingestion itself is exercised in tests/integration/test_landing_sensor.py."""
+    store = LocalStore(tmp_path)
+    for day in ("2026-02-03", "2026-02-04"):
+        _drop_landing_file(store, day)
+        record_ingested(store, day, landing_entries(store, day))
+    requests, cursor = _evaluate(store)
+    assert requests == []
+    assert set(json.loads(cursor)) == {"2026-02-03", "2026-02-04"}
+
+    # Rewriting a file (more rows) makes the record stale: exactly that day, once.
+    key = "landing/events/date=2026-02-04/events.jsonl"
+    store.write_text(key, store.read_text(key) * 2)
+    requests, cursor2 = _evaluate(store, cursor)
+    assert [r.partition_key for r in requests] == ["2026-02-04"]
+    assert requests[0].run_key.endswith(fingerprint(landing_entries(store, "2026-02-04")))
+    assert _evaluate(store, cursor2)[0] == []
+    # A lost cursor asks again with the same run key (Dagster drops it) and nothing for the other day.
+    assert [r.run_key for r in _evaluate(store)[0]] == [requests[0].run_key]
+
+    # Once that run has ingested the change, a fresh sensor finds nothing to do.
+    record_ingested(store, "2026-02-04", landing_entries(store, "2026-02-04"))
+    assert _evaluate(store)[0] == []
+
+
+def test_landing_sensor_fingerprint_covers_exactly_the_ingested_files(tmp_path):
+    """Markers, temporaries and unknown formats are not ingested, so they change nothing; every format the
+    ingestion reads (gzip included) does."""
+    store = LocalStore(tmp_path)
+    day = "2026-02-03"
+    _drop_landing_file(store, day)
+    record_ingested(store, day, landing_entries(store, day))
+    for name in ("_SUCCESS", "_tmp.jsonl", "notes.txt", "sub/_hidden.csv"):
+        store.write_text(f"landing/events/date={day}/{name}", "x")
+    assert _evaluate(store)[0] == []
+    store.write_bytes(f"landing/events/date={day}/late.csv.gz", b"\x1f\x8b")
+    assert [r.partition_key for r in _evaluate(store)[0]] == [day]
+
+
+def test_landing_sensor_accepts_the_earlier_cursor(tmp_path):
+    """Before fingerprints the cursor listed the landing keys already requested; an upgrade must not launch
+    those days again, only days with a file that list does not name."""
+    store = LocalStore(tmp_path)
+    old = [_drop_landing_file(store, "2026-02-03"), _drop_landing_file(store, "2026-02-04")]
+    _drop_landing_file(store, "2026-02-04", "more.jsonl")
+    requests, cursor = _evaluate(store, json.dumps(old))
+    assert [r.partition_key for r in requests] == ["2026-02-04"]
+    assert set(json.loads(cursor)) == {"2026-02-03", "2026-02-04"}
 
 
 def _report_state(instance, key: str, state: FreshnessState):

@@ -35,6 +35,9 @@ def report_metadata(report: IngestReport, reasons: tuple[str, ...]) -> dict[str,
         "quarantine": dg.MetadataValue.text(report.quarantine_key),
         "seconds": dg.MetadataValue.float(report.seconds),
     }
+    if report.landing_fingerprint is not None:
+        # the same value the lake records for the landing sensor: shows which landing state a run ingested
+        meta["landing_fingerprint"] = dg.MetadataValue.text(report.landing_fingerprint)
     for reason in sorted(set(reasons) | set(report.reasons)):
         meta[f"quarantined_{reason}"] = dg.MetadataValue.int(report.reasons.get(reason, 0))
     return meta

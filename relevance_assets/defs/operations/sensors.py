@@ -1,8 +1,12 @@
 """Sensors that keep the graph fresh without a person watching it; all start RUNNING.
 
-* ``landing_zone_sensor``: a new landing file for day D launches the ``ingest_day`` job for partition D
-  (raw_events → sessions → training_pairs). The run key names the files, so a file is never ingested twice
-  even if the cursor is lost; the cursor makes each tick cheap.
+* ``landing_zone_sensor``: a landing day D whose files the lake does not reflect yet launches the
+  ``ingest_day`` job for partition D (raw_events → sessions → training_pairs). "Reflects" is decided by the
+  day's landing fingerprint (``relevance_core.ingest.fingerprint``): ingestion records it in the lake however
+  it ran (this job, ``make demo`` in process, ``relevance ingest`` by hand), so a day already ingested
+  launches nothing, and a new or changed file launches exactly its day, once (the run key carries the
+  fingerprint). A tick lists the landing zone and reads no landing data, only the small lake record of a
+  day whose fingerprint it has not seen yet.
 * ``freshness_sensor``: reads the freshness state the daemon computed and asks for a run of each stale
   (WARN/FAIL) asset, at most once per state change.
 * ``run_failure_alert``: logs and records every failed run as an alert object in the artifact store
@@ -12,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -21,10 +24,12 @@ from relevance_assets.automation import FRESHNESS_POLICIES
 from relevance_assets.freshness_state import read_freshness_states
 from relevance_assets.partitions import daily_partitions
 from relevance_assets.resources import StorageResource
-from relevance_core.settings import LAYOUT
-
-_DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-LANDING_FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+from relevance_core.ingest.fingerprint import (
+    LandingEntry,
+    fingerprint,
+    ingested_fingerprint,
+    landing_entries_by_day,
+)
 
 ingest_day_job = dg.define_asset_job(
     "ingest_day",
@@ -34,55 +39,62 @@ ingest_day_job = dg.define_asset_job(
 )
 
 
-def landing_files_by_day(store) -> dict[str, list[str]]:
-    """Landing event files grouped by day, ignoring hidden/temporary files."""
-    out: dict[str, list[str]] = {}
-    for day_dir in store.list_dirs(LAYOUT.events_landing):
-        m = _DAY_DIR.match(day_dir)
-        if not m:
-            continue
-        files = [
-            k
-            for k in store.list(f"{LAYOUT.events_landing}/{day_dir}")
-            if k.endswith(LANDING_FILE_SUFFIXES) and not k.rsplit("/", 1)[-1].startswith((".", "_"))
-        ]
-        if files:
-            out[m.group(1)] = sorted(files)
-    return out
+def _handled(cursor: str | None, by_day: dict[str, list[LandingEntry]]) -> dict[str, str]:
+    """``{day: fingerprint}`` already requested or found ingested. The earlier cursor (a list of the landing
+    keys already requested) still counts, so an upgrade does not re-ingest every day: a day whose files it
+    all names was requested then."""
+    if not cursor:
+        return {}
+    data = json.loads(cursor)
+    if isinstance(data, dict):
+        return {str(day): str(fp) for day, fp in data.items()}
+    seen = set(data)
+    return {day: fingerprint(es) for day, es in by_day.items() if {e.key for e in es} <= seen}
 
 
 @dg.sensor(
     job=ingest_day_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="New landing files for day D → ingest partition D (and what depends on it).",
+    description="New or changed landing files for day D → ingest partition D (and what depends on it).",
 )
 def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: StorageResource):
-    seen: set[str] = set(json.loads(context.cursor)) if context.cursor else set()
+    store = storage.get_store()
+    by_day = landing_entries_by_day(store)
+    handled = _handled(context.cursor, by_day)
     valid_days = set(daily_partitions.get_partition_keys(dynamic_partitions_store=None))
-    requests = []
-    skipped = []
-    new_seen = set(seen)
-    for day, files in landing_files_by_day(storage.get_store()).items():
-        new = [f for f in files if f not in seen]
-        if not new:
+    requests, ingested, outside = [], [], []
+    # Only days still in the landing zone: the cursor stays as small as the landing zone.
+    cursor: dict[str, str] = {}
+    for day, entries in by_day.items():
+        fp = cursor[day] = fingerprint(entries)
+        if handled.get(day) == fp:
             continue
-        new_seen.update(new)
         if day not in valid_days:
-            skipped.append(day)
-            continue
-        requests.append(
-            dg.RunRequest(
-                run_key=f"landing:{day}:" + ",".join(sorted(new)),
-                partition_key=day,
-                tags={"relevance/trigger": "landing", "relevance/new_files": str(len(new))},
+            outside.append(day)
+        elif ingested_fingerprint(store, day) == fp:
+            ingested.append(day)
+        else:
+            requests.append(
+                dg.RunRequest(
+                    # the fingerprint, not a tick or a count: a lost cursor asks again with the same key,
+                    # which Dagster drops; each change of the day's files asks exactly once
+                    run_key=f"landing:{day}:{fp}",
+                    partition_key=day,
+                    tags={
+                        "relevance/trigger": "landing",
+                        "relevance/landing_fingerprint": fp,
+                        "relevance/landing_files": str(len(entries)),
+                    },
+                )
             )
-        )
-    if skipped:
-        context.log.warning(f"landing days outside the partition range ignored: {sorted(skipped)}")
-    context.update_cursor(json.dumps(sorted(new_seen)))
+    if outside:
+        context.log.warning(f"landing days outside the partition range ignored: {outside}")
+    if ingested:
+        context.log.info(f"landing days the lake already reflects, not launched: {ingested}")
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
     if not requests:
-        return dg.SkipReason("no new landing files")
+        return dg.SkipReason("no new or changed landing files")
     return requests
 
 
