@@ -55,6 +55,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,15 @@ def add_arguments(p) -> None:
         "bundle has user_encoder.onnx)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the bundle and the request mix (default 0)")
+    p.add_argument(
+        "--compare-ranking",
+        action="store_true",
+        help="instead of the serve phases: what the ranking stage adds to p50, servers alternately with "
+        "the stage on and off (RELEVANCE_RANKING_STAGE), same bundle, mix and rate",
+    )
+    p.add_argument(
+        "--ab-repeats", type=int, default=3, help="servers per side with --compare-ranking (default 3)"
+    )
 
 
 # -- 1. the bundle ---------------------------------------------------------------------------------------------
@@ -1048,6 +1058,78 @@ def ranker_cost(b, hists: list, seconds: float) -> dict[str, Any]:
     }
 
 
+def request_paths(requests: str, histories: dict[str, list[str]]) -> list[bytes]:
+    """The request mix: every seeded user (GET by id, or the history POSTed as a guest) plus one
+    anonymous request per nine users."""
+    users = list(histories)
+    anon = [f"anon-{i}" for i in range(len(users) // 9)]
+    if requests == "user":
+        paths = [get_request(f"/v1/users/{u}/recommendations?k=20") for u in users + anon]
+    else:  # guest: the history travels in the body, so any worker can answer it
+        paths = [
+            post_request("/v1/recommendations", {"k": 20, "history": [{"item_id": i} for i in histories[u]]})
+            for u in users
+        ] + [post_request("/v1/recommendations", {"k": 20, "history": []}) for _ in anon]
+    return paths
+
+
+def ranking_ab(args, home: Path, histories: dict[str, list[str]], work: Path) -> dict[str, Any]:
+    """What the ranking stage adds to latency, A/B on one bundle: servers started alternately with the
+    stage on and off (``RELEVANCE_RANKING_STAGE``), ``--ab-repeats`` times each, every one seeded with
+    the same users and measured with the same request mix at the same offered rate (``--rate``) and at a
+    tenth of it (nothing queues: the service time). Medians of the repeats, and the worst."""
+    requests = args.requests if args.requests != "auto" else "user"
+    paths = request_paths(requests, histories)
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    for _ in range(args.ab_repeats):
+        for stage in ("on", "off"):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            log_path = work / f"server-ranking-{stage}.log"
+            env = {
+                "RELEVANCE_USER_TOWER_RUNTIME": args.user_tower_runtime,
+                "RELEVANCE_RANKING_STAGE": "1" if stage == "on" else "0",
+            }
+            proc = start_server(home, port, 1, log_path, env=env)
+            try:
+                wait_ready(url, proc, log_path)
+                seed_users(url, histories)
+                loaded = run_client(port, paths, "open", args)
+                drain(url)
+                unloaded = run_client(
+                    port, paths, "open", args, rate=args.rate / 10, duration=args.reference_seconds
+                )
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            runs[stage].append(
+                {
+                    "p50_ms": loaded["p50_ms"],
+                    "p99_ms": loaded["p99_ms"],
+                    "errors": loaded["errors"],
+                    "personalized_share": loaded["personalized_share"],
+                    "unloaded_p50_ms": unloaded["p50_ms"],
+                }
+            )
+
+    def summary(stage: str, key: str) -> dict[str, float]:
+        values = [r[key] for r in runs[stage]]
+        return {"median": round(statistics.median(values), 3), "worst": round(max(values), 3)}
+
+    out: dict[str, Any] = {
+        stage: {key: summary(stage, key) for key in ("p50_ms", "p99_ms", "unloaded_p50_ms")} for stage in runs
+    }
+    for key in ("p50_ms", "unloaded_p50_ms"):
+        out[f"added_{key}"] = round(out["on"][key]["median"] - out["off"][key]["median"], 3)
+    out["errors"] = sum(r["errors"] for rs in runs.values() for r in rs)
+    out["personalized_share"] = min(r["personalized_share"] for rs in runs.values() for r in rs)
+    out["runs"] = runs
+    return out
+
+
 # -- entry point -----------------------------------------------------------------------------------------------------
 def run(args) -> dict[str, Any]:
     work = Path(args.work_dir)
@@ -1058,6 +1140,25 @@ def run(args) -> dict[str, Any]:
     ids = bundle_item_ids(home)
     histories = user_histories(ids, args.users, args.seed)
     del ids
+    if args.compare_ranking:
+        ab = ranking_ab(args, home, histories, work)
+        raw = raw_path_rps(home, histories, args.raw_seconds, args.user_tower_runtime)
+        return {
+            "bench": "serve",
+            "mode": "compare-ranking",
+            "items": args.items,
+            "offered_rps": args.rate,
+            "repeats": args.ab_repeats,
+            "ranker_added_p50_ms": ab["added_p50_ms"],
+            "ranker_added_unloaded_p50_ms": ab["added_unloaded_p50_ms"],
+            "ranker_us_per_request": raw.get("ranker_us_per_request"),
+            "ranking_ab": ab,
+            "raw_path": raw,
+            "cpus": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "bundle": build,
+            "goals": {"ranker_added_p50_ms_max": 1.0},
+        }
     # user state lives in each worker's memory (a shared store such as Redis would serve several), so with
     # several workers stored-history requests would mostly land on a worker that never saw the user's
     # events and be answered by the cheap popular fallback: those runs post the history instead
@@ -1075,17 +1176,7 @@ def run(args) -> dict[str, Any]:
         wait_ready(url, proc, log_path, workers=args.workers)
         startup_s = time.perf_counter() - t
         seed_users(url, histories)
-        users = list(histories)
-        anon = [f"anon-{i}" for i in range(len(users) // 9)]
-        if requests == "user":
-            paths = [get_request(f"/v1/users/{u}/recommendations?k=20") for u in users + anon]
-        else:  # guest: the history travels in the body, so any worker can answer it
-            paths = [
-                post_request(
-                    "/v1/recommendations", {"k": 20, "history": [{"item_id": i} for i in histories[u]]}
-                )
-                for u in users
-            ] + [post_request("/v1/recommendations", {"k": 20, "history": []}) for _ in anon]
+        paths = request_paths(requests, histories)
         # the CPU the workers and Redis spend per answered request (the client's own is client_cpu_pct)
         watch = {"server": server_pids(proc.pid), "redis": [redis_proc.pid] if redis_proc else []}
         open_loop = run_client(port, paths, "open", args, watch=watch)

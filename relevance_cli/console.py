@@ -24,16 +24,16 @@ T = TypeVar("T")
 class Console:
     """Step lines and progress bars on the terminal; every other output in ``log_path``."""
 
-    def __init__(self, term: IO[str], log_path: Path | None, t0: float):
+    def __init__(self, term: IO[str], log: IO[bytes] | None, t0: float):
         self.term = term
-        self.log_path = log_path
+        self.log = log
         self.t0 = t0
 
     def step(self, msg: str) -> None:
         self.term.write(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}\n")
         self.term.flush()
-        if self.log_path is not None:  # the log file reads as a whole story, step lines included
-            print(f"=== {msg}", flush=True)
+        if self.log is not None:  # the log file reads as a whole story, step lines included
+            self.log.write(f"=== {msg}\n".encode())
 
     def say(self, msg: str = "") -> None:
         self.term.write(msg + "\n")
@@ -68,7 +68,7 @@ def console(log_path: Path, *, verbose: bool = False) -> Iterator[Console]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield Console(term, log_path, t0)
+            yield Console(term, log, t0)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -180,9 +180,9 @@ class Recommender:
         self, state: ServingState, q: np.ndarray, c: Candidates, hist: History | None, now: float
     ) -> tuple[Candidates, Rescore | None]:
         """The ANN candidates ``c`` plus the other sources' candidates, and the ranker as a re-scoring
-        step; ``c`` unchanged when the bundle has no ranker."""
+        step; ``c`` unchanged when the bundle has no ranker or the stage is switched off."""
         stage = state.bundle.ranking
-        if hist is None or stage is None or stage.ranker is None:
+        if hist is None or stage is None or stage.ranker is None or not self.settings.ranking_stage:
             return c, None
         ann = c.rows[np.argsort(-c.scores, kind="stable")]
         ctx = stage.context(hist)

@@ -84,6 +84,10 @@ class ServiceSettings:
     faiss_threads: int = 1
     history_length: int | None = None
     # -- re-ranking --------------------------------------------------------------------------------
+    #: False: serve the retrieval order even when the bundle carries a ranker (the operator's switch when
+    #: the second stage misbehaves or costs too much, without republishing; also the A/B reference of
+    #: ``relevance bench serve --compare-ranking``)
+    ranking_stage: bool = True
     exclude_seen_event_types: tuple[str, ...] = DEFAULT_EXCLUDE_SEEN
     popularity_penalty: float = 0.05
     max_per_category: int = 6

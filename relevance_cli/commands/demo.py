@@ -39,7 +39,11 @@ def register(subparsers) -> None:
     p.add_argument("--home", default=None, help="store URI (default: RELEVANCE_HOME)")
     p.add_argument("--epochs", type=int, default=1, help="training epochs (early stopping may stop sooner)")
     p.add_argument("--users", type=int, default=2, help="how many users' recommendations to show (default 2)")
-    p.add_argument("--skip-generate", action="store_true", help="reuse the landing zone already there")
+    p.add_argument(
+        "--skip-generate",
+        action="store_true",
+        help="run the graph on the landing zone already there (your own data: docs/your-data.md)",
+    )
     p.add_argument(
         "--verbose", action="store_true", help="show Dagster, Spark, dbt and Lightning output live"
     )
@@ -131,6 +135,24 @@ def run_pipeline(
     return results
 
 
+def _outside_partitions(days: list[str]) -> str | None:
+    """Why the landing days cannot run through the graph (none, or outside its daily partitions), said
+    before any run starts rather than as a Dagster error half-way."""
+    from relevance_assets.partitions import PARTITIONS_START, daily_partitions
+
+    if not days:
+        return "no landing days under landing/events/date=YYYY-MM-DD/: nothing to run (docs/your-data.md)"
+    valid = set(daily_partitions.get_partition_keys())
+    outside = [d for d in days if d not in valid]
+    if not outside:
+        return None
+    return (
+        f"landing days outside the graph's daily partitions ({PARTITIONS_START} to yesterday, UTC): "
+        f"{', '.join(outside[:5])}{' ...' if len(outside) > 5 else ''}; set RELEVANCE_PARTITIONS_START to "
+        "your first day for older data, and deliver a day once it is over"
+    )
+
+
 def show_recommendations(home: str, n_users: int = 2, k: int = 5, say=print) -> None:
     """A few test-period users: their last interactions and what the live bundle recommends them."""
     import pandas as pd
@@ -209,6 +231,9 @@ def run(args: argparse.Namespace) -> int:
             days = sorted(
                 d.removeprefix("date=") for d in store.list_dirs("landing/events") if d.startswith("date=")
             )
+            if problem := _outside_partitions(days):
+                out.step(problem)
+                return 2
         before = B.latest_version(store)
         results = run_pipeline(
             home,

@@ -22,6 +22,7 @@ FORMATS: dict[str, str] = {
     ".jsonl": "jsonl",
     ".jsonl.gz": "jsonl",
     ".ndjson": "jsonl",
+    ".ndjson.gz": "jsonl",
     ".json": "jsonl",
     ".json.gz": "jsonl",
     ".parquet": "parquet",

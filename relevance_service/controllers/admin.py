@@ -43,6 +43,7 @@ class BundleController(Controller):
             user_tower_runtime=b.user_tower_runtime,
             ranking={
                 "ranker": b.ranked,
+                "in_use": b.ranked and svc.settings.ranking_stage,
                 "covisit_edges": b.ranking.covisit.n_edges if b.ranking is not None else 0,
                 "features": list(b.ranking.ranker.features) if b.ranked else [],
             },

@@ -79,6 +79,32 @@ def test_served_order_is_the_offline_order(model, ranked_bundle):
     assert retrieval.tolist() != offline.tolist()
 
 
+def test_switching_the_stage_off_serves_the_retrieval_order(model, ranked_bundle):
+    """``RELEVANCE_RANKING_STAGE=0``: the same ranked bundle answers in the offline retrieval-only order."""
+    settings = settings_for(
+        LocalStore(ranked_bundle.path.parent),
+        diversity="none",
+        popularity_penalty=0.0,
+        exclude_seen_event_types=(),
+        ranking_stage=False,
+    )
+    hist = _history(model)
+    slate = Recommender(settings).for_history(_state(ranked_bundle), hist, Query(k=10), now=NOW)
+    b = ranked_bundle
+    q = b.user_vector([(e.item_id, e.event_type, NOW - e.ts) for e in hist])
+    inp = BatchInputs(
+        histories=[
+            history_of(b.row_of, [e.item_id for e in hist], ["view"] * len(hist), [NOW - e.ts for e in hist])
+        ],
+        user_vecs=q,
+        ann_rows=b.search(q, settings.candidates_k)[1][None, :],
+        embeddings=np.asarray(b.embeddings),
+        now_s=np.asarray([NOW]),
+    )
+    retrieval = rank_batch(b.ranking, inp, 10, exclude_seen=False, use_ranker=False)[0]
+    assert slate.rows.tolist() == retrieval.tolist()
+
+
 def test_hard_filters_apply_before_the_ranker(model, ranked_bundle):
     """A history item the ranker would put first (a revisit) is never shown when the seen rule removes it,
     and a category filter keeps only that category whatever the ranker prefers."""
@@ -106,6 +132,7 @@ def test_api_serves_the_ranked_bundle(model, tmp_path):
         assert (
             ranking["ranker"] is True and ranking["covisit_edges"] > 0 and "ann_score" in ranking["features"]
         )
+        assert ranking["in_use"] is True
         user, items = a_user_history(model)
         post_events(client, user, items)
         body = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}, headers=AUTH).json()

@@ -73,3 +73,15 @@ def test_explicitly_disabled_dev_mode_is_respected_on_loopback(tmp_path):
 def test_usage_errors_exit_non_zero(tmp_path):
     r = _run(["generate", "--preset", "no-such-preset"], {}, tmp_path)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_demo_on_landing_days_outside_the_partitions_names_them_and_exits_2(tmp_path):
+    from relevance_cli.main import main
+
+    day = tmp_path / "home" / "landing" / "events" / "date=2025-12-30"
+    day.mkdir(parents=True)
+    (day / "part-0.csv").write_text("user_id,item_id,event_type,timestamp\n")
+    log = tmp_path / "demo.log"
+    argv = ["demo", "--skip-generate", "--home", str(tmp_path / "home"), "--log-file", str(log)]
+    assert main(argv) == 2
+    assert "2025-12-30" in log.read_text() and "RELEVANCE_PARTITIONS_START" in log.read_text()
