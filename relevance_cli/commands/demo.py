@@ -186,7 +186,9 @@ def show_recommendations(home: str, n_users: int = 2, k: int = 5, say=print) -> 
         return f"{row['title']}  [{row['category_path']}]"
 
     m = manifest.metrics or {}
-    shown_metrics = ", ".join(f"{name} {m[name]:.3f}" for name in ("hr@20", "ndcg@10", "mrr@20") if name in m)
+    shown_metrics = ", ".join(
+        f"{name} {value:.3f}" for name, value in m.items() if name.split("@")[0] in ("hr", "ndcg", "mrr")
+    )
     say(f"bundle {version}: {manifest.n_items:,} items, offline {shown_metrics or 'metrics n/a'}")
     for (_, q), rec in zip(sample.iterrows(), recs, strict=True):
         say(f"user {q['user_id']}: last 3 of their history, oldest first")
