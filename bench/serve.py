@@ -1094,7 +1094,7 @@ def ranking_ab(args, home: Path, histories: dict[str, list[str]], work: Path) ->
             try:
                 wait_ready(url, proc, log_path)
                 seed_users(url, histories)
-                loaded = run_client(port, paths, "open", args)
+                loaded = run_client(port, paths, "open", args, watch={"server": server_pids(proc.pid)})
                 drain(url)
                 unloaded = run_client(
                     port, paths, "open", args, rate=args.rate / 10, duration=args.reference_seconds
@@ -1112,6 +1112,7 @@ def ranking_ab(args, home: Path, histories: dict[str, list[str]], work: Path) ->
                     "errors": loaded["errors"],
                     "personalized_share": loaded["personalized_share"],
                     "unloaded_p50_ms": unloaded["p50_ms"],
+                    "server_cpu_ms_per_request": loaded.get("server_cpu_ms_per_request"),
                 }
             )
 
@@ -1124,6 +1125,11 @@ def ranking_ab(args, home: Path, histories: dict[str, list[str]], work: Path) ->
     }
     for key in ("p50_ms", "unloaded_p50_ms"):
         out[f"added_{key}"] = round(out["on"][key]["median"] - out["off"][key]["median"], 3)
+    cpu = {stage: [r["server_cpu_ms_per_request"] for r in rs] for stage, rs in runs.items()}
+    if all(v is not None for vs in cpu.values() for v in vs):
+        out["added_server_cpu_ms_per_request"] = round(
+            statistics.median(cpu["on"]) - statistics.median(cpu["off"]), 3
+        )
     out["errors"] = sum(r["errors"] for rs in runs.values() for r in rs)
     out["personalized_share"] = min(r["personalized_share"] for rs in runs.values() for r in rs)
     out["runs"] = runs

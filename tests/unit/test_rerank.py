@@ -223,3 +223,19 @@ def test_promotions_most_specific_category_wins_and_merge():
     assert Promotions.load(b'{"items": {"x": 1.0}}').items == {"x": 1.0}
     with pytest.raises(msgspec.ValidationError):
         Promotions.load(b'{"itemz": {}}')
+
+
+def test_member_agrees_with_isin_for_small_large_and_odd_sets():
+    from relevance_core.ranking.rules import member
+
+    rng = np.random.default_rng(3)
+    for n_of in (0, 1, 5, 64, 65, 500):
+        for upper in (10, 1_000, 1_000_000):
+            values = rng.integers(0, upper, 300)
+            of = np.concatenate([rng.integers(0, upper, n_of), values[: n_of // 3]])  # duplicates, overlaps
+            assert member(values, of).tolist() == np.isin(values, of).tolist()
+            # the marks are cleared after each call: a second call with another set is independent
+            assert not member(of, np.arange(0)).any()
+    negative = np.array([-3, 4, 7])
+    assert member(negative, np.arange(-5, 100)).tolist() == [True, True, True]
+    assert member(np.array([1.5, 2.0]), np.arange(100.0)).tolist() == [False, True]
