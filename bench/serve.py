@@ -246,12 +246,12 @@ def bench_ranking_stage(items, pop_score, index, emb, histories, queries, dest: 
     ``BENCH_COVISIT_M`` neighbours per item (random items of the same top-level category: the generator
     has no sessions at this scale, and the cost depends on the table's shape, not on its content), item
     statistics from the generator's popularity, and a LightGBM ranker grown to the ranker's largest size
-    (``RankerConfig.max_rounds`` trees, no early stopping), so the measured cost is an upper bound."""
+    (``RankerConfig.max_rounds`` trees of ``num_leaves`` leaves), so the measured cost is an upper bound."""
     import pyarrow as pa
 
     from relevance_core.ranking.batch import BatchInputs, history_of, query_blocks
     from relevance_core.ranking.covisit import Covisitation
-    from relevance_core.ranking.ranker import RankerConfig, train_ranker
+    from relevance_core.ranking.ranker import RankerConfig
     from relevance_core.ranking.sources import ITEM_STATS_SCHEMA, ItemAttributes, PopularByCategory
     from relevance_core.ranking.stage import RankingStage, StageConfig
 
@@ -287,24 +287,37 @@ def bench_ranking_stage(items, pop_score, index, emb, histories, queries, dest: 
     ]
     ann = index.search(queries, cfg.ann_k).rows
     inp = BatchInputs(hists, queries, ann, emb, np.full(len(hists), time.time()))
-    # targets with some signal and much noise, so that boosting keeps finding splits up to its last tree:
-    # the last item's best co-visitation neighbour, a top-20 ANN hit, or any of the ANN's 100
-    targets = np.asarray(
-        [
-            covisit.row(int(h.rows[-1]))[0][0]
-            if i % 3 == 0
-            else ann[i][rng.integers(0, 20 if i % 3 == 1 else 100)]
-            for i, h in enumerate(hists)
-        ]
-    )
+    # the ranker's cost is trees x candidates, whatever it learnt: grow exactly RankerConfig.max_rounds
+    # full trees (RankerConfig.num_leaves leaves) on graded random labels, so no early stop and no split
+    # shortage makes the bench ranker smaller than the largest one training may ship
+    import lightgbm as lgb
+
+    from relevance_core.ranking.features import FEATURES
+    from relevance_core.ranking.ranker import Ranker
+
+    targets = np.asarray([ann[i][0] for i in range(len(hists))])
     blocks = query_blocks(stage, inp, targets, np.ones(len(hists)))
     rcfg = RankerConfig()
-    fit = train_ranker(
-        blocks, RankerConfig(early_stopping_rounds=rcfg.max_rounds, min_data_in_leaf=20, refit=False)
+    X = np.concatenate([b.X for b in blocks])
+    labels = rng.integers(0, 5, len(X))
+    booster = lgb.train(
+        {
+            "objective": "lambdarank",
+            "num_leaves": rcfg.num_leaves,
+            "learning_rate": rcfg.learning_rate,
+            "min_data_in_leaf": 5,
+            "min_gain_to_split": 0.0,
+            "num_threads": rcfg.num_threads,
+            "seed": seed,
+            "verbosity": -1,
+        },
+        lgb.Dataset(X, label=labels, group=[len(b.rows) for b in blocks], feature_name=list(FEATURES)),
+        num_boost_round=rcfg.max_rounds,
     )
-    stage.ranker = fit.trained
+    stage.ranker = Ranker(booster, FEATURES)
+
     stage.save(dest, stats)
-    return {"covisit_per_item": m, "ranker_trees": int(fit.trained.booster.num_trees()) if fit.trained else 0}
+    return {"covisit_per_item": m, "ranker_trees": int(booster.num_trees()), "ranker_leaves": rcfg.num_leaves}
 
 
 def ensure_bundle(

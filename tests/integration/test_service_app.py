@@ -179,7 +179,7 @@ def test_health_ready_bundle_and_openapi(client, home, model):
     b = client.get("/v1/bundle").json()
     assert b["version"] == latest and b["n_items"] == len(model.items) and b["manifest"]["checksums"]
     assert b["user_tower_runtime"] == "onnxruntime" and "user_encoder.onnx" in b["manifest"]["checksums"]
-    assert b["ranking"] == {"ranker": False, "covisit_edges": 0, "features": []}  # a bundle without a stage
+    assert b["ranking"] == {"ranker": False, "in_use": False, "covisit_edges": 0, "features": []}  # no stage
     spec = client.get("/docs/openapi.json").json()
     for path in (
         "/v1/users/{user_id}/recommendations",
