@@ -131,6 +131,7 @@ def run_pipeline(
         run_config["ops"]["two_tower_model"] = {"config": model_config}
     for op, cfg in (run_config_extra or {}).items():
         run_config["ops"][op] = {"config": cfg}
+    log("model, index, evaluation, publish: running (training is the longest step; details in the log)")
     execute("model, index, evaluation, publish", sorted(rest), run_config=run_config)
     return results
 
