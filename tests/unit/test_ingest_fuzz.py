@@ -158,9 +158,11 @@ def _blank(line: bytes) -> bool:
 def _records(data: bytes, csv_header: bytes | None) -> int:
     n = 0
     for line in _split_lines(data):
+        if csv_header is not None:  # the CSV reader drops a leading BOM from every line, as Spark does
+            line = line.removeprefix(b"\xef\xbb\xbf")
         if _blank(line):
             continue
-        if csv_header is not None and line.removeprefix(b"\xef\xbb\xbf") == csv_header:
+        if csv_header is not None and line == csv_header:
             continue
         n += 1
     return n
@@ -270,6 +272,17 @@ def test_csv_with_lone_cr_line_breaks_is_read(spark, tmp_path):
     store.write_bytes(f"landing/events/date={DAY}/mac.csv", "\r".join(rows).encode() + b"\r")
     report = ingest_events_day(spark, store, DAY)
     assert (report.rows_in, report.accepted) == (2, 2)
+
+
+def test_csv_line_of_only_a_bom_is_blank(spark, tmp_path):
+    """Found by this fuzzing: the CSV reader drops a leading BOM from every line (so the header of two
+    concatenated files is still a header), so a line holding only a BOM is blank, not a record."""
+    store = LocalStore(tmp_path / "home")
+    data = HEADER.encode() + b"\n\xef\xbb\xbf\r" + f"u1,,i1,view,{DAY}T10:00:00Z,".encode() + b"\r"
+    store.write_bytes(f"landing/events/date={DAY}/bom.csv", data)
+    report = ingest_events_day(spark, store, DAY)
+    assert (report.rows_in, report.blank_lines, report.accepted) == (1, 1, 1)
+    assert report.rows_in == _records(data, HEADER.encode())
 
 
 def test_corrupt_parquet_fails_cleanly_and_publishes_nothing(spark, tmp_path):
