@@ -61,14 +61,26 @@ class Server:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
+        self._spawn(
+            serve_argv(self.port, workers=workers, log_level=log_level, poll_interval=poll_s),
+            full_env,
+            log_path,
+        )
+
+    @classmethod
+    def exact(cls, argv: list[str], env: dict[str, str], log_path: Path, port: int) -> Server:
+        """A ``relevance serve`` command line run exactly as a user would type it, ``--port`` added: no
+        token, TTL or seeding default of the test suite's, only ``env`` (the caller's environment)."""
+        self = cls.__new__(cls)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._spawn([*argv, "--port", str(port)], env, log_path)
+        return self
+
+    def _spawn(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            serve_argv(self.port, workers=workers, log_level=log_level, poll_interval=poll_s),
-            cwd=ROOT,
-            env=full_env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.log_path = log_path
 

@@ -116,41 +116,27 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
     # settings: on loopback that is local dev mode, user state seeded from the lake's sessions, the
     # 30-day state TTL) answers a lake user personally with that version, and the explorer shows it
     import os
-    import subprocess
     import sys
 
     import httpx
     import pyarrow.parquet as pq
     from e2e.browser import chromium, screenshot
-    from e2e.service_process import ROOT, free_port, wait_for
+    from e2e.service_process import Server, free_port
 
     newest = sorted((home / "lake" / "sessions").glob("date=*"))[-1]
     sessions = pq.read_table(newest, columns=["user_id", "item_ids"]).to_pylist()
     user, seen = next((s["user_id"], set(s["item_ids"])) for s in sessions if s["user_id"])
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELEVANCE_")}
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "relevance_cli.main", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env | {"RELEVANCE_HOME": str(home), "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    srv = Server.exact(
+        [sys.executable, "-m", "relevance_cli.main", "serve"],
+        env | {"RELEVANCE_HOME": str(home), "PYTHONUNBUFFERED": "1"},
+        tmp_path / "serve.log",
+        free_port(),
+    )
+    url = srv.url
     try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, timeout=180, what="relevance serve to be ready")
-        text = log_path.read_text()
+        srv.wait_ready()
+        text = srv.log_path.read_text()
         assert "LOCAL DEV MODE" in text and "user state: seeded" in text, text[-3000:]
         assert "older than the state TTL" not in text
         with httpx.Client(base_url=url, timeout=30) as c:
@@ -173,6 +159,4 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
             screenshot(page, "explorer-after-demo-graph", full_page=False)
             assert browser.console_errors == [], browser.console_errors
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        srv.stop()

@@ -188,7 +188,7 @@ def _parse_curl(command: str, url: str) -> tuple[str, str, dict[str, str], str |
 def test_the_your_data_walk_runs_as_documented(tmp_path):
     import httpx
     import pandas as pd
-    from e2e.service_process import free_port, wait_for
+    from e2e.service_process import Server, free_port
 
     from relevance_core import bundle as B
     from relevance_core.storage import LocalStore
@@ -240,29 +240,11 @@ def test_the_your_data_walk_runs_as_documented(tmp_path):
     while "=" in argv[0] and not argv[0].startswith("/"):
         k, _, v = argv.pop(0).partition("=")
         assignments[k] = v
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*argv, "--port", str(port)],
-            cwd=ROOT,
-            env=env | exported | assignments,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    srv = Server.exact(argv, env | exported | assignments, tmp_path / "serve.log", free_port())
+    url = srv.url
     try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, timeout=180, what="the page's relevance serve to be ready")
-        text = log_path.read_text()
+        srv.wait_ready()
+        text = srv.log_path.read_text()
         assert "user state: seeded" in text and "older than the state TTL" not in text, text[-3000:]
 
         # -- the page's two requests: a known user and a guest, both served personally ------------------
@@ -294,6 +276,4 @@ def test_the_your_data_walk_runs_as_documented(tmp_path):
         wanted = set(catalog.loc[sorted(history), "category_path"])
         assert sum(i["category_path"] in wanted for i in got) >= 3, (wanted, got)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        srv.stop()
