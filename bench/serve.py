@@ -428,6 +428,15 @@ def redis_latency_events(url: str) -> list[dict[str, Any]]:
     ]
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM (uvicorn's graceful shutdown), then SIGKILL if it has not gone in 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def wait_ready(
     url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 900.0, workers: int = 1
 ) -> None:
@@ -1113,11 +1122,7 @@ def ranking_ab(args, home: Path, histories: dict[str, list[str]], work: Path) ->
                     port, paths, "open", args, rate=args.rate / 10, duration=args.reference_seconds
                 )
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_server(proc)
             runs[stage].append(
                 {
                     "p50_ms": loaded["p50_ms"],
@@ -1212,11 +1217,7 @@ def run(args) -> dict[str, Any]:
         closed_loop = run_client(port, paths, "closed", args, watch=watch)
         memory = _memory_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)

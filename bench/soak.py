@@ -35,7 +35,6 @@ import multiprocessing as mp
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from bench.serve import (
     bundle_item_ids,
     free_port,
     seed_users,
+    stop_server,
     user_histories,
     wait_ready,
 )
@@ -449,11 +449,7 @@ def run(args) -> dict[str, Any]:
             if line.startswith("relevance_landing_dropped_total{")
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     for p in publishes:
         p.pop("t", None)
     summary = summarise(res, rss, args.window, duration)
