@@ -28,6 +28,8 @@ import shutil
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from relevance_core.schemas import EVENT_COLUMNS, ITEM_COLUMNS
+
 HERE = Path(__file__).resolve().parent
 SEED = 20260302
 FIRST_DAY = datetime(2026, 3, 2, tzinfo=UTC)
@@ -280,7 +282,7 @@ def _iso_utc(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _csv_bytes(rows: list[dict], columns: list[str]) -> bytes:
+def _csv_bytes(rows: list[dict], columns: tuple[str, ...]) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
@@ -298,9 +300,6 @@ def _gzip(data: bytes) -> bytes:
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as f:  # no time stamp: reproducible
         f.write(data)
     return out.getvalue()
-
-
-EVENT_COLUMNS = ["user_id", "session_id", "item_id", "event_type", "timestamp", "device_type"]
 
 
 def _csv_events(rows: list[dict]) -> bytes:
@@ -368,20 +367,6 @@ def write(out: Path) -> dict[str, int]:
     for sub in ("catalog", "events"):
         shutil.rmtree(out / sub, ignore_errors=True)
     (out / "catalog").mkdir(parents=True)
-    columns = [
-        "item_id",
-        "title",
-        "description",
-        "category_path",
-        "price",
-        "brand",
-        "location",
-        "condition",
-        "image_url",
-        "seller_id",
-        "available",
-        "created_at",
-    ]
     catalog_rows = [
         {
             **{k: v for k, v in i.items() if not k.startswith("_")},
@@ -390,7 +375,7 @@ def write(out: Path) -> dict[str, int]:
         }
         for i in items
     ]
-    catalog = _csv_bytes(catalog_rows, columns)
+    catalog = _csv_bytes(catalog_rows, ITEM_COLUMNS)
     # a listing without a title: quarantined (missing_title), the other listings go through
     catalog += b"L9999,,A listing the export lost its title for,Kids > Toys > Building Sets,5,,Berlin,used,,s001,true,\n"
     (out / "catalog" / "items-2026-03-08.csv").write_bytes(catalog)
