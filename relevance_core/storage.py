@@ -22,9 +22,19 @@ import uuid
 import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 CURRENT_POINTER = "_CURRENT"
+
+
+class StoreEntry(NamedTuple):
+    """A listed key with what changes whenever its object is rewritten, so a caller can tell changed
+    files from a listing alone (the landing sensor's fingerprint)."""
+
+    key: str
+    size: int
+    #: ``mtime_ns`` on a local disk, the ETag on S3, a content hash where the store gives neither
+    version: str
 
 
 class StoreError(RuntimeError):
@@ -79,6 +89,17 @@ class ArtifactStore(ABC):
     # -- conveniences shared by both ------------------------------------------------------------------
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
+
+    def list_entries(self, prefix: str = "") -> list[StoreEntry]:
+        """``list`` with each key's size and version (sorted). This fallback reads every object; both
+        stores take them from their listing instead."""
+        import hashlib
+
+        out = []
+        for key in self.list(prefix):
+            data = self.read_bytes(key)
+            out.append(StoreEntry(key, len(data), hashlib.sha256(data).hexdigest()[:16]))
+        return out
 
     def write_text(self, key: str, text: str) -> None:
         self.write_bytes(key, text.encode("utf-8"))
@@ -169,6 +190,16 @@ class LocalStore(ArtifactStore):
             if p.is_file() and not any(part.startswith(".") for part in rel.parts):
                 out.append(rel.as_posix())
         return sorted(out)
+
+    def list_entries(self, prefix: str = "") -> list[StoreEntry]:
+        out = []
+        for key in self.list(prefix):
+            try:
+                st = self.path(key).stat()
+            except FileNotFoundError:  # renamed away between the listing and the stat: not there any more
+                continue
+            out.append(StoreEntry(key, st.st_size, str(st.st_mtime_ns)))
+        return out
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
@@ -261,6 +292,9 @@ class S3Store(ArtifactStore):
             raise
 
     def list(self, prefix: str = "") -> list[str]:
+        return [e.key for e in self.list_entries(prefix)]
+
+    def list_entries(self, prefix: str = "") -> list[StoreEntry]:
         full = self._k(prefix) if prefix else self.prefix
         if full:
             full += "/"
@@ -273,7 +307,7 @@ class S3Store(ArtifactStore):
             resp = self._call(self.client.list_objects_v2, **kwargs)
             for obj in resp.get("Contents", []):
                 key = obj["Key"][len(self.prefix) + 1 :] if self.prefix else obj["Key"]
-                out.append(key)
+                out.append(StoreEntry(key, int(obj["Size"]), str(obj["ETag"]).strip('"')))
             if not resp.get("IsTruncated"):
                 break
             token = resp["NextContinuationToken"]

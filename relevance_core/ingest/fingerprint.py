@@ -24,56 +24,13 @@ import hashlib
 import json
 import re
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from relevance_core.ingest.landing import _hidden, file_format
 from relevance_core.settings import LAYOUT, LakeLayout
-from relevance_core.storage import ArtifactStore, LocalStore, S3Store, StoreError
+from relevance_core.storage import ArtifactStore, StoreEntry, StoreError
 
 DATASET = "raw_events"
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-
-
-class LandingEntry(NamedTuple):
-    key: str  # store key of the file
-    size: int
-    version: str  # changes whenever the file is rewritten: mtime_ns (local), ETag (S3), else a content hash
-
-
-def _listing(store: ArtifactStore, prefix: str) -> list[LandingEntry]:
-    """Every key under ``prefix`` with its size and version, from the listing where the store gives them."""
-    if isinstance(store, LocalStore):
-        out = []
-        for key in store.list(prefix):
-            try:
-                st = store.path(key).stat()
-            except FileNotFoundError:  # renamed away between the listing and the stat: not there any more
-                continue
-            out.append(LandingEntry(key, st.st_size, str(st.st_mtime_ns)))
-        return out
-    if isinstance(store, S3Store):
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        # S3Store.list drops the object metadata; the same listing, keeping Size and ETag.
-        full = f"{store.prefix}/{prefix}".strip("/") if store.prefix else prefix.strip("/")
-        out = []
-        try:
-            pages = store.client.get_paginator("list_objects_v2").paginate(
-                Bucket=store.bucket, Prefix=full + "/" if full else ""
-            )
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    key = obj["Key"][len(store.prefix) + 1 :] if store.prefix else obj["Key"]
-                    out.append(LandingEntry(key, int(obj["Size"]), str(obj["ETag"]).strip('"')))
-        except (BotoCoreError, ClientError) as e:  # reported as the store reports its own errors
-            raise StoreError(f"S3 error listing {store.base_uri}/{prefix}: {e}") from e
-        return sorted(out)
-    # A store without listing metadata: the content itself is the only version there is.
-    out = []
-    for key in store.list(prefix):
-        data = store.read_bytes(key)
-        out.append(LandingEntry(key, len(data), hashlib.sha256(data).hexdigest()[:16]))
-    return out
 
 
 def _is_data_file(rel: str) -> bool:
@@ -81,20 +38,18 @@ def _is_data_file(rel: str) -> bool:
     return not _hidden(rel) and file_format(rel) is not None
 
 
-def landing_entries(store: ArtifactStore, date: str, layout: LakeLayout = LAYOUT) -> list[LandingEntry]:
+def landing_entries(store: ArtifactStore, date: str, layout: LakeLayout = LAYOUT) -> list[StoreEntry]:
     """The data files of one landing day (sorted by key); empty when the day does not exist."""
     prefix = layout.landing_day(date)
-    return [e for e in _listing(store, prefix) if _is_data_file(e.key[len(prefix) + 1 :])]
+    return [e for e in store.list_entries(prefix) if _is_data_file(e.key[len(prefix) + 1 :])]
 
 
-def landing_entries_by_day(
-    store: ArtifactStore, layout: LakeLayout = LAYOUT
-) -> dict[str, list[LandingEntry]]:
+def landing_entries_by_day(store: ArtifactStore, layout: LakeLayout = LAYOUT) -> dict[str, list[StoreEntry]]:
     """The data files of every landing day, from one listing of the events landing zone. Days without a
     data file (only markers, or nothing readable) are left out: there is nothing to ingest."""
     root = layout.events_landing
-    out: dict[str, list[LandingEntry]] = {}
-    for entry in _listing(store, root):
+    out: dict[str, list[StoreEntry]] = {}
+    for entry in store.list_entries(root):
         day_dir, _, rel = entry.key[len(root) + 1 :].partition("/")
         m = _DAY_DIR.match(day_dir)
         if m and rel and _is_data_file(rel):
@@ -102,7 +57,7 @@ def landing_entries_by_day(
     return {day: sorted(entries) for day, entries in sorted(out.items())}
 
 
-def fingerprint(entries: list[LandingEntry]) -> str:
+def fingerprint(entries: list[StoreEntry]) -> str:
     """Order-independent hash of a day's files; equal exactly when no data file was added, removed or
     rewritten."""
     payload = json.dumps(sorted([e.key, e.size, e.version] for e in entries), separators=(",", ":"))
@@ -114,7 +69,7 @@ def ingested_key(date: str, layout: LakeLayout = LAYOUT) -> str:
 
 
 def record_ingested(
-    store: ArtifactStore, date: str, entries: list[LandingEntry], layout: LakeLayout = LAYOUT
+    store: ArtifactStore, date: str, entries: list[StoreEntry], layout: LakeLayout = LAYOUT
 ) -> str:
     """Write the day's record (after its partition is published: a record never outlives a failed run's
     partition, and a crash before the write only costs a re-ingest). Returns the fingerprint."""

@@ -84,6 +84,19 @@ def test_list_and_list_dirs(any_store):
     assert "tt/q" not in any_store.list("t")
 
 
+def test_list_entries_are_the_listing_with_sizes_and_versions_that_change_on_rewrite(any_store):
+    any_store.write_bytes("d/a.txt", b"one")
+    any_store.write_bytes("d/sub/b.txt", b"three")
+    entries = any_store.list_entries("d")
+    assert [e.key for e in entries] == any_store.list("d") == ["d/a.txt", "d/sub/b.txt"]
+    assert [e.size for e in entries] == [3, 5]
+    assert any_store.list_entries("nothing-here") == []
+    before = entries[0].version
+    any_store.write_bytes("d/a.txt", b"uno")  # same size, new content
+    after = any_store.list_entries("d")[0]
+    assert after.size == 3 and after.version != before
+
+
 def test_delete_and_delete_prefix(any_store):
     for key in ["d/1", "d/sub/2", "keep/3"]:
         any_store.write_text(key, "x")

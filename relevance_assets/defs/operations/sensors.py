@@ -24,12 +24,8 @@ from relevance_assets.automation import FRESHNESS_POLICIES
 from relevance_assets.freshness_state import read_freshness_states
 from relevance_assets.partitions import daily_partitions
 from relevance_assets.resources import StorageResource
-from relevance_core.ingest.fingerprint import (
-    LandingEntry,
-    fingerprint,
-    ingested_fingerprint,
-    landing_entries_by_day,
-)
+from relevance_core.ingest.fingerprint import fingerprint, ingested_fingerprint, landing_entries_by_day
+from relevance_core.storage import StoreEntry
 
 ingest_day_job = dg.define_asset_job(
     "ingest_day",
@@ -39,7 +35,7 @@ ingest_day_job = dg.define_asset_job(
 )
 
 
-def _handled(cursor: str | None, by_day: dict[str, list[LandingEntry]]) -> dict[str, str]:
+def _handled(cursor: str | None, by_day: dict[str, list[StoreEntry]]) -> dict[str, str]:
     """``{day: fingerprint}`` already requested or found ingested. The earlier cursor (a list of the landing
     keys already requested) still counts, so an upgrade does not re-ingest every day: a day whose files it
     all names was requested then."""
