@@ -25,12 +25,13 @@ says whether that is needed.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
+
+from relevance_core.ranking.rowmap import RowPositions
 
 #: Names of the filtering rules (metric label values).
 RULE_UNAVAILABLE = "unavailable"
@@ -137,21 +138,14 @@ class Filters:
 SMALL_SET = 64
 
 
-class _Marks(threading.local):
-    """A per-thread boolean array over item rows, all False between uses (see :func:`member`)."""
-
-    def __init__(self) -> None:
-        self.mark = np.zeros(0, dtype=bool)
-
-
-_MARKS = _Marks()
+_MEMBER_MAP = RowPositions()
 
 
 def member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
     """``np.isin(values, of)``. For the sets a request brings (a history's seen items, a query item, a
     category's few path codes) a broadcast comparison costs ~5 µs against ``np.isin``'s ~35 µs (it sorts).
     For larger sets of item rows (the ranking stage's hundreds of candidates), marking them in a reused
-    per-thread array and reading it back costs a few µs where ``np.isin`` took ~100-190 µs per call."""
+    per-thread map (``rowmap``) and reading it back costs a few µs where ``np.isin`` took ~100-190 µs."""
     if len(of) <= SMALL_SET:
         return (values[:, None] == of[None, :]).any(axis=1)
     if values.dtype.kind not in "iu" or of.dtype.kind not in "iu" or not len(values):
@@ -160,13 +154,9 @@ def member(values: np.ndarray, of: np.ndarray) -> np.ndarray:
     if lo < 0:
         return np.isin(values, of)
     hi = max(int(values.max()), int(of.max())) + 1
-    marks = _MARKS
-    if len(marks.mark) < hi:
-        marks.mark = np.zeros(max(hi, 2 * len(marks.mark)), dtype=bool)
-    mark = marks.mark
-    mark[of] = True
-    out = mark[values]
-    mark[of] = False
+    pos = _MEMBER_MAP.place(of, hi)
+    out = pos[values] >= 0
+    _MEMBER_MAP.clear(of)
     return out
 
 

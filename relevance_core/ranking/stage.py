@@ -15,7 +15,6 @@ service for one request and by training / offline evaluation for many queries:
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 from relevance_core.ranking.covisit import COVISIT_FILES, Covisitation
 from relevance_core.ranking.features import ABSENT_RANK, Gathered, History, candidate_features
 from relevance_core.ranking.ranker import RANKER_FILE, RANKER_META, Ranker
+from relevance_core.ranking.rowmap import RowPositions
 from relevance_core.ranking.sources import ItemAttributes, PopularByCategory
 
 ITEM_STATS_FILE = "item_stats.parquet"
@@ -49,27 +49,6 @@ class StageConfig:
     popular_k: int = 20
     #: history items added as candidates (most recent first)
     history_k: int = 20
-
-
-class _RowPositions(threading.local):
-    """A dense item row → candidate position map, kept per thread and reset after each use.
-
-    A request asks "where is each of these rows among the candidates?" for every source's list; with the
-    map that is one gather per list instead of a sort and a binary search (the stage's cost per request
-    is budgeted in microseconds). The map costs 4 bytes per item per serving thread."""
-
-    def __init__(self) -> None:
-        self.pos = np.full(0, -1, np.int32)
-
-    def place(self, rows: np.ndarray, upper: int) -> np.ndarray:
-        """The map with ``rows`` (distinct, >= 0, < ``upper``) at positions 0..n-1; call :meth:`clear`."""
-        if len(self.pos) < upper:
-            self.pos = np.full(max(upper, 2 * len(self.pos)), -1, np.int32)
-        self.pos[rows] = np.arange(len(rows), dtype=np.int32)
-        return self.pos
-
-    def clear(self, rows: np.ndarray) -> None:
-        self.pos[rows] = -1
 
 
 def _ranks(pos: np.ndarray, listed: np.ndarray, n: int) -> np.ndarray:
@@ -116,7 +95,7 @@ class RankingStage:
     popular: PopularByCategory
     ranker: Ranker | None = None
     cfg: StageConfig = StageConfig()
-    _slots: _RowPositions = field(default_factory=_RowPositions, init=False, repr=False, compare=False)
+    _slots: RowPositions = field(default_factory=RowPositions, init=False, repr=False, compare=False)
 
     @property
     def n_items(self) -> int:
