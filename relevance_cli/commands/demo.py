@@ -218,12 +218,10 @@ def run(args: argparse.Namespace) -> int:
     with console(log_path, verbose=args.verbose) as out:
         store = store_from_uri(home)
         if not args.skip_generate:
-            from relevance_core.generator import ending_yesterday, preset
+            from relevance_core.generator import ending_yesterday, preset, write_marketplace
 
             cfg = preset(args.preset, seed=args.seed)
             cfg = cfg.replace(start_date=args.start_date or ending_yesterday(cfg.n_days))
-            from relevance_core.generator import write_marketplace
-
             report = write_marketplace(cfg, store, clean=True)
             days = [d.date for d in report.days]
             out.step(

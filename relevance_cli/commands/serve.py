@@ -121,7 +121,6 @@ def run(args) -> int:
     if (
         settings.write_endpoints
         and not settings.api_token
-        and not settings.dev_mode
         and "RELEVANCE_DEV_MODE" not in os.environ
         and _is_loopback(args.host)
     ):
