@@ -73,7 +73,7 @@ def _scored(stage: RankingStage, inp: BatchInputs, chunk: int):
         idx = range(start, min(len(inp), start + chunk))
         parts = [_features(stage, inp, i) for i in idx]
         if stage.ranker is not None and parts:
-            scores = stage.ranker.booster.predict(np.concatenate([p[1] for p in parts]))
+            scores = stage.ranker.predict(np.concatenate([p[1] for p in parts]))
             split = np.split(scores, np.cumsum([len(p[0]) for p in parts])[:-1])
         else:
             split = [None] * len(parts)

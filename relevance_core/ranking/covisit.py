@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from relevance_core.compiled import kernel
+
 #: the table's files in a bundle: CSR row pointers, neighbour rows (int32), scores (float32)
 COVISIT_FILES = ("covisit_indptr.npy", "covisit_neighbors.npy", "covisit_scores.npy")
 
@@ -137,19 +139,17 @@ class Covisitation:
         return self.neighbors[a:b], self.scores[a:b]
 
     def aggregate(self, hist_rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct neighbour rows of the history and their summed ``weight x score`` (unordered)."""
-        parts_n, parts_s = [], []
-        for r, w in zip(hist_rows.tolist(), weights.tolist(), strict=True):
-            n, s = self.row(r)
-            if len(n):
-                parts_n.append(n)
-                parts_s.append(s * np.float32(w))
-        if not parts_n:
+        """Distinct neighbour rows of the history and their summed ``weight x score``, best first (ties:
+        lower row first). Compiled: on every personalised request, for ~10-50 history rows."""
+        if self.n_edges == 0 or len(hist_rows) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        nb = np.concatenate(parts_n).astype(np.int64)
-        sc = np.concatenate(parts_s)
-        uniq, inv = np.unique(nb, return_inverse=True)
-        return uniq, np.bincount(inv, weights=sc, minlength=len(uniq)).astype(np.float32)
+        return _aggregate(
+            self.indptr,
+            self.neighbors,
+            self.scores,
+            np.asarray(hist_rows, np.int64),
+            np.asarray(weights, np.float32),
+        )
 
     def save(self, directory: str | Path) -> None:
         """Three ``.npy`` files (:data:`COVISIT_FILES`) in ``directory``: plain arrays, so the service can
@@ -171,3 +171,40 @@ class Covisitation:
         if len(neighbors) != len(scores) or (len(indptr) and indptr[-1] != len(neighbors)):
             raise ValueError("co-visitation arrays disagree on their length")
         return cls(indptr, neighbors, scores)
+
+
+@kernel
+def _aggregate(indptr, neighbors, scores, hist_rows, weights):
+    n_items = indptr.shape[0] - 1
+    total = 0
+    for r in hist_rows:
+        if 0 <= r < n_items:
+            total += indptr[r + 1] - indptr[r]
+    nb = np.empty(total, np.int64)
+    sc = np.empty(total, np.float32)
+    at = 0
+    for h in range(hist_rows.shape[0]):
+        r = hist_rows[h]
+        if 0 <= r < n_items:
+            w = weights[h]
+            for e in range(indptr[r], indptr[r + 1]):
+                nb[at] = neighbors[e]
+                sc[at] = scores[e] * w
+                at += 1
+    # sum per distinct row (in float64, in history order, then float32)
+    order = np.argsort(nb, kind="mergesort")
+    rows = np.empty(total, np.int64)
+    sums = np.empty(total, np.float32)
+    m = 0
+    i = 0
+    while i < total:
+        row = nb[order[i]]
+        acc = 0.0
+        while i < total and nb[order[i]] == row:
+            acc += np.float64(sc[order[i]])
+            i += 1
+        rows[m] = row
+        sums[m] = acc
+        m += 1
+    best = np.argsort(-sums[:m], kind="mergesort")
+    return rows[:m][best], sums[:m][best]

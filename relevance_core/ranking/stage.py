@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from relevance_core.compiled import kernel
 from relevance_core.ranking.covisit import COVISIT_FILES, Covisitation
 from relevance_core.ranking.features import ABSENT_RANK, Gathered, History, candidate_features
 from relevance_core.ranking.ranker import RANKER_FILE, RANKER_META, Ranker
@@ -49,26 +50,6 @@ class StageConfig:
     popular_k: int = 20
     #: history items added as candidates (most recent first)
     history_k: int = 20
-
-
-def _ranks(pos: np.ndarray, listed: np.ndarray, n: int) -> np.ndarray:
-    """Position of each candidate in ``listed`` (best first), ABSENT_RANK where it is not listed."""
-    out = np.full(n, ABSENT_RANK, dtype=np.float32)
-    if len(listed):
-        at = pos[listed]
-        found = np.flatnonzero(at >= 0)
-        out[at[found]] = found
-    return out
-
-
-def _values(pos: np.ndarray, listed: np.ndarray, values: np.ndarray, n: int, fill: float) -> np.ndarray:
-    """``values`` of each candidate in ``listed``, ``fill`` where it is not listed."""
-    out = np.full(n, fill, dtype=np.float32)
-    if len(listed):
-        at = pos[listed]
-        found = at >= 0
-        out[at[found]] = values[found]
-    return out
 
 
 _EMPTY_I = np.zeros(0, np.int64)
@@ -124,7 +105,22 @@ class RankingStage:
         elif covisit.n_items != n:
             raise ValueError(f"co-visitation table has {covisit.n_items} rows, the bundle {n} items")
         ranker = Ranker.load(d) if (d / RANKER_FILE).is_file() and (d / RANKER_META).is_file() else None
-        return cls(attrs, covisit, PopularByCategory.build(attrs, cfg.popular_k), ranker, cfg)
+        stage = cls(attrs, covisit, PopularByCategory.build(attrs, cfg.popular_k), ranker, cfg)
+        stage.warm()
+        return stage
+
+    def warm(self) -> None:
+        """Run one made-up query through the compiled kernels, so they are compiled (or loaded from
+        numba's on-disk cache) while the bundle loads rather than on its first request."""
+        if self.n_items == 0:
+            return
+        hist = History(np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1))
+        ann = np.arange(min(self.n_items, 2), dtype=np.int64)
+        ctx = self.context(hist)
+        rows = self.candidates(hist, ann, ctx)
+        X = self.features(hist, rows, ann, np.zeros(len(rows), np.float32), 0.0, ctx)
+        if self.ranker is not None:
+            self.ranker.predict(X)
 
     def save(self, directory: str | Path, stats: pa.Table) -> None:
         """Write the sources (and the ranker when there is one) to ``directory``."""
@@ -155,7 +151,6 @@ class RankingStage:
             )
         rows = hist.rows[known]
         cv_rows, cv_scores = self.covisit.aggregate(rows, hist.recency_weights()[known])
-        by_score = np.argsort(-cv_scores, kind="stable")
         last_rows, last_scores = _EMPTY_I, _EMPTY_F
         if known[-1]:
             last_rows, last_scores = self.covisit.row(int(hist.rows[-1]))
@@ -164,8 +159,8 @@ class RankingStage:
         popular = self.popular.for_category(int(self.attrs.top_code[rows[-1]]))[: self.cfg.popular_k]
         return QueryContext(
             hist=hist,
-            cv_by_score=cv_rows[by_score],
-            cv_scores=cv_scores[by_score],
+            cv_by_score=cv_rows,
+            cv_scores=cv_scores,
             last_rows=last_rows,
             last_scores=last_scores,
             popular=popular,
@@ -200,18 +195,12 @@ class RankingStage:
         upper = max(self.n_items, int(rows.max()) + 1, int(ann.max()) + 1 if len(ann) else 0)
         pos = self._slots.place(rows, upper)
         try:
-            cv_score = _values(pos, ctx.cv_by_score, ctx.cv_scores, n, 0.0)
-            cv_rank = _ranks(pos, ctx.cv_by_score, n)
-            return Gathered(
-                rows,
-                _ranks(pos, ann, n),
-                cv_score,
-                _values(pos, ctx.last_rows, ctx.last_scores, n, 0.0),
-                np.where(cv_score > 0, cv_rank, np.float32(ABSENT_RANK)),
-                _ranks(pos, ctx.popular, n),
+            ann_rank, cv_score, cv_last, cv_rank, popular_rank = _gather(
+                pos, n, ann, ctx.cv_by_score, ctx.cv_scores, ctx.last_rows, ctx.last_scores, ctx.popular
             )
         finally:
             self._slots.clear(rows)
+        return Gathered(rows, ann_rank, cv_score, cv_last, cv_rank, popular_rank)
 
     def features(
         self,
@@ -242,3 +231,33 @@ class RankingStage:
             in_ann = np.isin(rows, np.asarray(ann_rows[: self.cfg.ann_k], np.int64))
             return np.where(in_ann, ann_score, ann_score + _BELOW).astype(np.float32)
         return self.ranker.predict(self.features(hist, rows, ann_rows, ann_score, now_s, ctx))
+
+
+@kernel
+def _gather(pos, n, ann, cv_rows, cv_scores, last_rows, last_scores, popular):
+    """Per candidate (``pos``: row -> candidate index, -1 elsewhere): its rank in the ANN list, the
+    co-visitation score and rank, the most recent item's co-visitation score, the popular rank."""
+    absent = np.float32(ABSENT_RANK)
+    ann_rank = np.full(n, absent, np.float32)
+    cv_score = np.zeros(n, np.float32)
+    cv_last = np.zeros(n, np.float32)
+    cv_rank = np.full(n, absent, np.float32)
+    popular_rank = np.full(n, absent, np.float32)
+    for k in range(ann.shape[0]):
+        p = pos[ann[k]]
+        if p >= 0:
+            ann_rank[p] = k
+    for k in range(cv_rows.shape[0]):
+        p = pos[cv_rows[k]]
+        if p >= 0:
+            cv_score[p] = cv_scores[k]
+            cv_rank[p] = k if cv_scores[k] > 0 else absent
+    for k in range(last_rows.shape[0]):
+        p = pos[last_rows[k]]
+        if p >= 0:
+            cv_last[p] = last_scores[k]
+    for k in range(popular.shape[0]):
+        p = pos[popular[k]]
+        if p >= 0:
+            popular_rank[p] = k
+    return ann_rank, cv_score, cv_last, cv_rank, popular_rank
