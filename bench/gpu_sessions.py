@@ -46,7 +46,7 @@ def score(module, encoder, prefixes, labels, spacing_s: float, k: int, device: s
     import torch
 
     from relevance_core.session_bench.convert import history_ages
-    from relevance_core.session_bench.runner import hit_and_mrr
+    from relevance_core.session_bench.predictions import hit_and_mrr
 
     model = module.model.to(device).eval()
     lists: list[list[str]] = []

@@ -3,10 +3,10 @@
 ``relevance bench sessions --train TRAIN.csv --test TEST.tsv --predictions OUT.tsv [--k 20] [--config F]``
 
 1. the training sessions become canonical landing events and a catalog (``session_bench.convert``);
-2. the Dagster assets run on them in-process: items, raw_events, sessions, training_pairs,
-   two_tower_model, item_embeddings, faiss_index (``session_bench.runner``);
-3. every test row, in order, is answered by the exported user tower + the FAISS index, exactly as the
-   service would (seen items allowed: the protocol's answer may be in the prefix); OUT.tsv gets one line
+2. the code location's assets run on them in-process (``bench/session_pipeline.py``): items, raw_events,
+   sessions, training_pairs, two_tower_model, item_embeddings, faiss_index, learned_ranker;
+3. every test row, in order, is answered by the exported user tower, the FAISS index, the candidate
+   sources and the ranker, exactly as the service would (``session_bench.predictions``) (seen items allowed: the protocol's answer may be in the prefix); OUT.tsv gets one line
    per row, k ids best first;
 4. the popularity and session-kNN baselines are scored in the same run by the project's evaluation code,
    so the model's number always comes with the references it has to beat on this machine.
@@ -169,11 +169,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, out) -> dict[str, Any]:
+    from bench.session_pipeline import run_pipeline
     from relevance_core.evaluation.baselines import PopularityRecommender
     from relevance_core.evaluation.runner import load_pairs
     from relevance_core.session_bench import convert, validation
     from relevance_core.session_bench.knn import SessionKNN, default_knn_config
-    from relevance_core.session_bench.runner import hit_and_mrr, run_pipeline, serve_predictions
+    from relevance_core.session_bench.predictions import hit_and_mrr, serve_predictions
 
     t_start = time.perf_counter()
     cfg = load_config(args.config, args.set)
@@ -219,7 +220,7 @@ def _run(args: argparse.Namespace, out) -> dict[str, Any]:
             log_level="DEBUG" if getattr(args, "verbose", False) else "WARNING",
         )
         t0 = time.perf_counter()
-        orders = serve_predictions(pipe, prefixes, k_search, layout.event_spacing_s)
+        orders = serve_predictions(pipe.store, pipe.model_version, prefixes, k_search, layout.event_spacing_s)
         serve_s = time.perf_counter() - t0
         lists = orders["served"]
         _write_predictions(args.predictions, [row[:k_out] for row in lists])
@@ -288,7 +289,6 @@ def _run(args: argparse.Namespace, out) -> dict[str, Any]:
             "pipeline_validation_hr_at_20": pipe.model_metrics.get("hr_at_20"),
             "softmax": pipe.model_metrics.get("softmax"),
             "encoder": pipe.model_metrics.get("encoder"),
-            "step": pipe.model_step,
         },
         "index": {"factory": pipe.index_meta.get("factory"), "recall": pipe.index_meta.get("recall")},
         "baselines": baselines,

@@ -3,7 +3,9 @@ the freshness policies / automation declared in one place (``relevance_assets.au
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -13,13 +15,21 @@ from relevance_assets.resources import default_resources
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    return build_defs()
+
+
+def build_defs(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """The code location, with some of the default resources replaced (``resources``; the session
+    benchmark's Spark settings, say)."""
     folder = dg.load_from_defs_folder(project_root=Path(__file__).resolve().parent.parent)
     # In-process executor: every step of a run shares the run's one SparkSession (a JVM start costs
     # ~30 s here; a process per step would pay it per step). Spark and torch parallelise inside a step.
     merged = dg.Definitions.merge(
         folder,
         dg.Definitions(
-            resources=default_resources(), sensors=[automation_sensor], executor=dg.in_process_executor
+            resources=default_resources() | dict(resources or {}),
+            sensors=[automation_sensor],
+            executor=dg.in_process_executor,
         ),
     )
     return apply_policies(merged)

@@ -49,6 +49,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
+from relevance_core.pseudonyms import Pseudonymizer
 from relevance_core.ranking.rules import Promotions
 from relevance_core.storage import ArtifactStore, store_from_uri
 from relevance_service import connection_balance
@@ -59,7 +60,7 @@ from relevance_service.live_items import LiveCatalog, ServingState
 from relevance_service.metrics import MetricsMiddleware, ServiceMetrics
 from relevance_service.recommender import Recommender
 from relevance_service.reloader import BundleReloader
-from relevance_service.security import Pseudonymizer, rate_limit_config
+from relevance_service.security import rate_limit_config
 from relevance_service.settings import ServiceSettings, get_settings
 from relevance_service.user_state import (
     SEED_DONE,

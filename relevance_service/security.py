@@ -6,7 +6,8 @@
 - Outside dev mode the app refuses to start write endpoints without a token
   (:meth:`~relevance_service.settings.ServiceSettings.check_startable`); in dev mode they are open and
   the app logs that loudly.
-- User ids never appear in logs or in the landing zone as given: :class:`Pseudonymizer` maps them to a
+- User ids never appear in logs or in the landing zone as given:
+  :class:`~relevance_core.pseudonyms.Pseudonymizer` maps them to a
   keyed HMAC (stable for one key, so impressions and live events of one user still join up; not
   reversible without the key).
 - A per-client rate limit (``RELEVANCE_RATE_LIMIT``, e.g. ``100/second``; off by default) is Litestar's
@@ -20,10 +21,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
-import secrets
 import time
 
 from litestar.connection import ASGIConnection
@@ -54,30 +53,6 @@ def require_token(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     got = (presented_token(connection) or "").encode()
     if not hmac.compare_digest(got, expected):
         raise NotAuthorizedException("a valid API token is required (Authorization: Bearer <token>)")
-
-
-class Pseudonymizer:
-    """Keyed, stable pseudonyms for user ids (logs, impressions, landing events)."""
-
-    def __init__(self, key: str | None):
-        if not key:
-            key = secrets.token_hex(16)
-            log.warning(
-                "RELEVANCE_PSEUDONYM_KEY is not set: user pseudonyms change on every restart "
-                "(set it so impressions from different runs join up)"
-            )
-        self._key = key.encode()
-        self._cache: dict[str, str] = {}
-
-    def __call__(self, user_id: str | None) -> str | None:
-        if user_id is None:
-            return None
-        p = self._cache.get(user_id)
-        if p is None:
-            p = "u_" + hmac.new(self._key, user_id.encode(), hashlib.sha256).hexdigest()[:20]
-            if len(self._cache) < 100_000:
-                self._cache[user_id] = p
-        return p
 
 
 #: Never rate limited: liveness/readiness probes and the metrics scraper must see an overloaded replica.

@@ -81,59 +81,26 @@ def run_pipeline(
     ``{step: success}``. Used by the demo and by the full-graph integration test. ``log`` gets one line
     per failed step (and per step, except the per-day ingestion runs, which ``progress(days, desc)``
     may show as a bar instead)."""
-    import dagster as dg
+    from relevance_assets.local_run import LocalRun
 
-    from relevance_assets.definitions import defs as load_defs
-
-    os.environ["RELEVANCE_HOME"] = home  # the code location's resources read it
-    defs = load_defs()
-    job = defs.resolve_implicit_global_asset_job_def()
-    if instance is None:
-        instance = (
-            dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-        )
-    key = dg.AssetKey
-    results: dict[str, bool] = {}
-
-    def execute(name: str, keys: list[str], quiet: bool = False, **kwargs) -> bool:
-        r = job.execute_in_process(
-            instance=instance, asset_selection=[key(k) for k in keys], raise_on_error=False, **kwargs
-        )
-        results[name] = r.success
-        if not (quiet and r.success):
-            log(f"{name}: {'ok' if r.success else 'FAILED'}")
-        if not r.success:
-            for ev in r.all_events:
-                if ev.event_type_value in ("STEP_FAILURE", "ASSET_CHECK_EVALUATION") and (
-                    ev.event_type_value == "STEP_FAILURE" or not ev.event_specific_data.passed
-                ):
-                    log(f"  {ev.step_key}: {(ev.message or '')[:600]}")
-        return r.success
-
-    if not execute("items", ["items"]):
-        return results
+    run = LocalRun(home, instance=instance, log=log)
+    if not run.execute("items", ["items"]).success:
+        return run.results
     for day in (progress or (lambda it, desc: it))(days, "raw_events"):
-        if not execute(f"raw_events {day}", ["raw_events"], quiet=progress is not None, partition_key=day):
-            return results
+        step = run.execute(f"raw_events {day}", ["raw_events"], quiet=progress is not None, partition_key=day)
+        if not step.success:
+            return run.results
     log(f"raw_events: {len(days)} days ingested ({days[0]}..{days[-1]})")
-    tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
-    if not execute(
-        f"sessions + training_pairs {days[0]}..{days[-1]}", ["sessions", "training_pairs"], tags=tags
-    ):
-        return results
-    rest = [
-        k.to_user_string()
-        for k in defs.resolve_asset_graph().get_all_asset_keys()
-        if k.to_user_string() not in ("items", "raw_events", "sessions", "training_pairs")
-    ]
-    run_config: dict = {"ops": {}}
+    pipeline = ["sessions", "training_pairs"]
+    if not run.execute_range(f"sessions + training_pairs {days[0]}..{days[-1]}", pipeline, days).success:
+        return run.results
+    rest = [a for a in run.asset_names() if a not in ("items", "raw_events", *pipeline)]
+    ops = dict(run_config_extra or {})
     if model_config:
-        run_config["ops"]["two_tower_model"] = {"config": model_config}
-    for op, cfg in (run_config_extra or {}).items():
-        run_config["ops"][op] = {"config": cfg}
+        ops["two_tower_model"] = model_config
     log("model, index, evaluation, publish: running (training is the longest step; details in the log)")
-    execute("model, index, evaluation, publish", sorted(rest), run_config=run_config)
-    return results
+    run.execute("model, index, evaluation, publish", rest, ops=ops)
+    return run.results
 
 
 def _outside_partitions(days: list[str]) -> str | None:

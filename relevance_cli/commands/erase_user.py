@@ -25,16 +25,8 @@ import os
 import subprocess
 import sys
 
-#: What a retrain after an erasure rebuilds: the dbt aggregates that counted the users, and the model
-#: with everything downstream of it (embeddings, index, evaluation, the published bundle).
-RETRAIN_ASSETS = ("stg_events", "item_popularity", "daily_event_stats")
-RETRAIN_ROOT = "two_tower_model"
-SERVICE_ERASE_PATH = "/v1/admin/erase-users"
-
-
-def retrain_selection() -> str:
-    """The ``dagster asset materialize --select`` string (Dagster's asset selection syntax)."""
-    return ",".join([*RETRAIN_ASSETS, f"{RETRAIN_ROOT}*"])
+from relevance_core.erasure_requests import erase_in_service, retrain_selection
+from relevance_core.pseudonyms import pseudonyms
 
 
 def retrain_command() -> list[str]:
@@ -51,52 +43,6 @@ def retrain_command() -> list[str]:
         "--select",
         retrain_selection(),
     ]
-
-
-def pseudonyms(user_ids: list[str], key: str | None) -> list[str]:
-    """The ids the service writes to the landing zone for these users (its keyed pseudonyms), using the
-    service's own ``Pseudonymizer`` so the two can never drift apart. Empty without a key."""
-    if not key:
-        return []
-    from relevance_service.security import Pseudonymizer
-
-    p = Pseudonymizer(key)
-    return [p(u) for u in user_ids]
-
-
-def erase_in_service(url: str, token: str | None, user_ids: list[str], timeout_s: float = 30.0) -> dict:
-    """Ask the service to forget the users (see docs/reliability.md for the endpoint's contract).
-
-    Returns a small status dict for the receipt (no ids): ``{"status": "ok"|"missing_endpoint"|"error",
-    "http_status": ..., "forgotten": n}``. Never raises for an HTTP answer: the lake erasure still runs
-    and the command reports the service part as not done.
-    """
-    import httpx
-
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        r = httpx.post(
-            url.rstrip("/") + SERVICE_ERASE_PATH,
-            json={"user_ids": user_ids},
-            headers=headers,
-            timeout=timeout_s,
-        )
-    except httpx.HTTPError as e:
-        return {"status": "error", "error": type(e).__name__}
-    out: dict = {"http_status": r.status_code}
-    if r.status_code in (404, 405):
-        out["status"] = "missing_endpoint"
-    elif r.is_success:
-        out["status"] = "ok"
-        try:
-            body = r.json()
-            if isinstance(body, dict):
-                out.update({k: v for k, v in body.items() if isinstance(v, int | float | bool)})
-        except ValueError:
-            pass
-    else:
-        out["status"] = "error"
-    return out
 
 
 def register(subparsers) -> None:

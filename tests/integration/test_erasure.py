@@ -487,8 +487,8 @@ def test_cli_asks_the_service_to_forget_and_reports_a_missing_endpoint(tmp_path)
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from relevance_cli.commands.erase_user import SERVICE_ERASE_PATH
     from relevance_cli.main import main
+    from relevance_core.erasure_requests import SERVICE_ERASE_PATH
 
     seen: list[tuple[str, str | None, dict]] = []
 

@@ -155,3 +155,21 @@ def test_on_s3_the_fingerprint_comes_from_the_listing(monkeypatch):
         assert evaluate() == [day]
     finally:
         server.stop()
+
+
+def test_a_gzipped_json_lines_file_launches_its_day_and_a_file_ingestion_skips_does_not(demo):
+    """The sensor watches exactly the files ingestion reads (one list of formats): a ``.jsonl.gz``
+    dropped into a day launches it; a ``.txt`` beside it does not."""
+    import gzip
+
+    store, day = demo["store"], demo["days"][2]
+    _, cursor = _evaluate(demo)
+    store.write_bytes(f"{LAYOUT.landing_day(day)}/notes.txt", b"not an event file\n")
+    assert _evaluate(demo, cursor)[0] == []
+
+    row = {"user_id": "u-gz", "item_id": "i-gz", "event_type": "view", "timestamp": f"{day}T13:00:00Z"}
+    store.write_bytes(
+        f"{LAYOUT.landing_day(day)}/late.jsonl.gz", gzip.compress(json.dumps(row).encode() + b"\n")
+    )
+    requests, _ = _evaluate(demo, cursor)
+    assert [r.partition_key for r in requests] == [day]

@@ -512,14 +512,14 @@ def slow_flush_client(home):
 
 def test_erase_users_forgets_history_and_pending_rows(slow_flush_client, model, caplog):
 
-    from relevance_cli.commands.erase_user import pseudonyms
+    from relevance_core.pseudonyms import pseudonyms
 
     client = slow_flush_client
     user, items = a_user_history(model)
     post_events(client, user, items)
     assert client.get(f"/v1/users/{user}/recommendations").json()["strategy"] == "personalized"
     svc = client.app.state.service
-    pseudo = pseudonyms([user], "test-key")[0]  # the CLI's alias == the service's pseudonym
+    pseudo = pseudonyms([user], "test-key")[0]  # erasure's alias == the service's pseudonym
     assert pseudo == svc.pseudonymize(user)
     svc.user_state.append(pseudo, svc.user_state.get(user))  # as if seeded from pseudonymised live events
     svc.writer.log_events([{"user_id": pseudo, "item_id": items[0], "event_type": "view", "timestamp": 1.0}])
@@ -565,7 +565,7 @@ def test_erase_users_needs_the_token_and_a_valid_body(client):
 def test_erase_in_service_client_matches_the_endpoint(client, monkeypatch):
     import httpx
 
-    from relevance_cli.commands import erase_user
+    from relevance_core import erasure_requests as erase_user
 
     def fake_post(url, json, headers, timeout):
         assert url.endswith(erase_user.SERVICE_ERASE_PATH)

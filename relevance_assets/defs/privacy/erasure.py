@@ -23,7 +23,8 @@ import dagster as dg
 
 from relevance_assets.defs.catalog.project import DUCKDB_WRITER_POOL
 from relevance_assets.resources import StorageResource
-from relevance_cli.commands.erase_user import RETRAIN_ASSETS, RETRAIN_ROOT, erase_in_service, pseudonyms
+from relevance_core.erasure_requests import RETRAIN_ASSETS, RETRAIN_ROOT, erase_in_service
+from relevance_core.pseudonyms import pseudonyms
 
 ERASE_OP = "erase_user_data"
 RETRAIN_TAG = "relevance/erasure_retrain"
