@@ -1,4 +1,4 @@
-"""Synthetic marketplace generation + landing-zone writing (issue 2: 1M items, 10M events < 60 s).
+"""Synthetic marketplace generation + landing-zone writing (1M items, 10M events < 60 s).
 
 Reference in the same run: ``pyarrow.parquet.write_table`` of an equally sized random event table (same
 schema, same id widths) to the same disk, i.e. the floor of merely writing that much Parquet. ``ratio`` =

@@ -1,4 +1,4 @@
-"""FAISS index benchmark (issue 5): exact vs the chosen ANN over the trained item tower's embeddings of a
+"""FAISS index benchmark: exact vs the chosen ANN over the trained item tower's embeddings of a
 1M-item generated catalog, queried with user-tower vectors of held-out histories.
 
 Why these vectors: on i.i.d. random vectors no ANN beats exact search, and well-separated synthetic

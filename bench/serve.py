@@ -1,4 +1,4 @@
-"""Serving latency and throughput: ``relevance bench serve`` (issue 6).
+"""Serving latency and throughput: ``relevance bench serve``.
 
 What it does, in one run:
 
@@ -43,7 +43,7 @@ What it does, in one run:
    same K and search breadth as the service, one query per call, one thread) → ``raw_path_rps``;
    ``ratio = rps / raw_path_rps`` is what HTTP, state, re-ranking, hydration, metrics and impressions cost.
 
-Goals (issue 6): ``p99_ms`` ≤ 10 at 500 req/s offered; ``ratio`` ≥ 0.6.
+Goals: ``p99_ms`` ≤ 10 at 500 req/s offered; ``ratio`` ≥ 0.6.
 """
 
 from __future__ import annotations

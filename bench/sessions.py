@@ -6,7 +6,8 @@
 2. the code location's assets run on them in-process (``bench/session_pipeline.py``): items, raw_events,
    sessions, training_pairs, two_tower_model, item_embeddings, faiss_index, learned_ranker;
 3. every test row, in order, is answered by the exported user tower, the FAISS index, the candidate
-   sources and the ranker, exactly as the service would (``session_bench.predictions``) (seen items allowed: the protocol's answer may be in the prefix); OUT.tsv gets one line
+   sources and the ranker, exactly as the service would (``session_bench.predictions``; seen items
+   allowed: the protocol's answer may be in the prefix); OUT.tsv gets one line
    per row, k ids best first;
 4. the popularity and session-kNN baselines are scored in the same run by the project's evaluation code,
    so the model's number always comes with the references it has to beat on this machine.

@@ -1,4 +1,4 @@
-"""Load and soak: ``relevance bench soak`` (issue 10) — minutes of steady load with events and hot reloads.
+"""Load and soak: ``relevance bench soak`` — minutes of steady load with events and hot reloads.
 
 What it does, in one run:
 

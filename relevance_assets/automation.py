@@ -1,4 +1,4 @@
-"""The one place where freshness policies and automation conditions are declared (DESIGN.md §6).
+"""The one place where freshness policies and automation conditions are declared.
 
 Values a marketplace would choose, and why:
 

@@ -10,7 +10,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 
-from relevance_core.settings import relevance_home
+from relevance_core.settings import relevance_home, s3_endpoint
 from relevance_core.spark import spark_conf
 from relevance_core.storage import ArtifactStore, S3Store, store_from_uri
 
@@ -42,13 +42,11 @@ class StorageResource(dg.ConfigurableResource):
 
 
 def default_resources() -> dict[str, object]:
-    """The embedded defaults (DESIGN.md §5); each is swapped for the scale-out part by config alone."""
-    import os
-
+    """The embedded defaults; each is swapped for the scale-out part by config alone."""
     return {
         "storage": StorageResource(
             base_uri=relevance_home(),
-            s3_endpoint_url=os.environ.get("RELEVANCE_S3_ENDPOINT") or None,
+            s3_endpoint_url=s3_endpoint(),
         ),
         "spark": LazyPySparkResource(spark_config=spark_conf()),
     }

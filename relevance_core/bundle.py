@@ -1,4 +1,4 @@
-"""The bundle: everything the service needs, versioned together (DESIGN.md §2).
+"""The bundle: everything the service needs, versioned together.
 
 Layout of ``artifacts/bundles/<version>/``:
 
@@ -34,7 +34,6 @@ import hashlib
 import logging
 import secrets
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -238,7 +237,3 @@ def fetch(store: ArtifactStore, version: str, dest: Path | None = None) -> tuple
         shutil.copytree(src, dest, dirs_exist_ok=True)
         src = dest
     return src, verify_dir(src)
-
-
-def staging_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="relevance-bundle-"))

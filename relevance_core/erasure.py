@@ -1,6 +1,6 @@
 """Right to erasure: remove a set of users' events from every store derived from them, and prove it.
 
-What is scrubbed, and how (DESIGN.md §2 layout; docs/reliability.md lists the stores and the figures):
+What is scrubbed, and how (docs/contracts.md has the layout; docs/reliability.md lists the stores and the figures):
 
 * **Landing event files** (``landing/events/date=*/``, CSV / JSON Lines / Parquet, gzip or not). Each
   affected file is rewritten *in its own format* without the user's rows and put back with the store's

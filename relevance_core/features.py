@@ -1,4 +1,4 @@
-"""Feature encoding: items and histories → the two towers' integer/float tensors (DESIGN.md §3).
+"""Feature encoding: items and histories → the two towers' integer/float tensors.
 
 The encoder is fitted once per model on the catalog (``dim_items``, or canonical item rows) plus the item
 counts seen in training, and saved as the bundle's ``features.json``. Training, the exported towers and

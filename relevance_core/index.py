@@ -1,11 +1,11 @@
-"""FAISS index over the item embeddings: build, tune, search, measure (DESIGN.md §2, §4).
+"""FAISS index over the item embeddings: build, tune, search, measure.
 
 Why it looks like this:
 
 - **Inner product on L2-normalised vectors.** The towers are trained with a dot-product/cosine softmax;
   normalising both sides makes inner product = cosine, so exact search is "the model's own ranking".
 - **Index type by catalog size.** Below :data:`FLAT_CROSSOVER` items an exact scan is at least as fast
-  as an IVF probe on this kind of machine (measured, see ``docs/benchmarks.md``), so approximate search
+  as an IVF probe on this kind of machine (measured, see ``docs/benchmark-history.md``), so approximate search
   would only cost recall. Above it an IVF index (``nlist ≈ 4·√N``, a power of two) is used. From
   :data:`FASTSCAN_ABOVE` items the lists hold 4-bit PQ codes of the residual to their centroid, scanned
   with FAISS' SIMD "fast scan", and the best ``k·k_factor`` (for long lists: :data:`REFINE_DEPTH`) are
@@ -13,7 +13,7 @@ Why it looks like this:
   spread over ~5% of the catalog and the scan dominates — 4-bit codes scan several times faster than
   floats. Fast-scan lists are few and long (``nlist ≈ √N/2``): each probed list has a fixed cost, the
   codes in it are cheap. Measured at 1M items, recall@100 0.95: 41× exact search, against 19× with 4·√N
-  lists and 15× for IVF-Flat (docs/benchmarks.md). Any FAISS factory string overrides the choice.
+  lists and 15× for IVF-Flat (docs/benchmark-history.md). Any FAISS factory string overrides the choice.
 - **The search breadth is tuned, not guessed.** After building, :func:`tune_search` picks the smallest
   ``nprobe`` (IVF) or ``efSearch`` (HNSW) whose recall@K against exact search on held-out query vectors
   reaches the target. The chosen value travels with the index (and the bundle manifest).
@@ -28,7 +28,6 @@ Why it looks like this:
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +43,14 @@ ITEM_IDS_FILE = "item_ids.parquet"
 
 #: Catalog size below which exact (``Flat``) search is used. Measured on the 2-core development machine
 #: with ``relevance bench index --crossover`` (single-query latency of Flat vs. the tuned IVF at
-#: recall@100 ≥ 0.95); see docs/benchmarks.md.
+#: recall@100 ≥ 0.95); see docs/benchmark-history.md.
 FLAT_CROSSOVER = 20_000
 #: From this size the IVF lists hold 4-bit fast-scan PQ codes with an exact re-rank (see above); measured
 #: faster than IVF-Flat at the same recall from 50k items (3.6× vs 3.4× exact search; 12.3× vs 7.3× at 200k).
 FASTSCAN_ABOVE = 50_000
 #: Fast-scan lists per √N. Few, long lists: a fast-scan probe has a fixed cost per list (look-up tables,
 #: result collection) beside its cheap per-code scan, so at 1M items 512 lists probed 25 times beat 4,096
-#: lists probed 208 times for the same recall@100 (41× vs 19× exact search; docs/benchmarks.md).
+#: lists probed 208 times for the same recall@100 (41× vs 19× exact search; docs/benchmark-history.md).
 FASTSCAN_LISTS_PER_SQRT = 0.5
 #: From this many lists the coarse quantizer is an HNSW graph (assigning a query to 16k+ lists by brute
 #: force starts to cost as much as scanning them).
@@ -67,7 +66,7 @@ TUNING_MARGIN = 0.02
 #: tuned at recall@100, and the first 100 of a longer list come from the same pool (or a larger one), so
 #: they keep the tuned recall; ``k_factor`` times a long list (the service's K = 500 candidates for
 #: re-ranking) would only sharpen its tail. Measured at 1M items, nprobe 42: K = 500 re-ranking 2,000
-#: candidates 742 µs, re-ranking 500 414 µs, recall@100 0.978 vs 0.971 (tuned: 0.971); docs/benchmarks.md.
+#: candidates 742 µs, re-ranking 500 414 µs, recall@100 0.978 vs 0.971 (tuned: 0.971); docs/benchmark-history.md.
 REFINE_DEPTH = 100
 
 
@@ -514,7 +513,7 @@ def single_query_qps(
 #: An ANN index is served instead of exact search only when, tuned to the recall target, it answers single
 #: queries at least this much faster than Flat on the same held-out queries. Where the neighbours of a
 #: query are spread out (weakly trained towers, catalogs of mostly cold items) IVF needs so many probes
-#: that exact search is faster: measured from 50k to 200k items in docs/benchmarks.md, while on other
+#: that exact search is faster: measured from 50k to 200k items in docs/benchmark-history.md, while on other
 #: embeddings IVF was 4x faster at 50k. No fixed crossover size captures that; a measurement does.
 MIN_ANN_SPEEDUP = 1.5
 
@@ -548,13 +547,6 @@ def keep_ann_if_faster(
         "ann_kept": bool(speedup >= min_speedup),
     }
     return (index if info["ann_kept"] else flat), info
-
-
-def save_to_store(index: ItemIndex, store, prefix: str) -> None:
-    """Publish ``index.faiss`` + ``item_ids.parquet`` under ``prefix`` atomically (``replace_dir``)."""
-    with tempfile.TemporaryDirectory(prefix="relevance-index-") as tmp:
-        index.save(tmp)
-        store.replace_dir(tmp, prefix)
 
 
 # -- item embeddings ----------------------------------------------------------------------------------------

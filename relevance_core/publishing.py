@@ -1,4 +1,4 @@
-"""Assemble a bundle from the pipeline's outputs and publish it behind the gates (DESIGN.md §2, issue 5).
+"""Assemble a bundle from the pipeline's outputs and publish it behind the gates.
 
 ``assemble_bundle`` writes every file ``relevance_core.bundle`` requires into a staging directory and
 finalises the manifest (checksums of every file, lineage, metrics); ``publish_if_passed`` refuses to

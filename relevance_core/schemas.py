@@ -1,4 +1,4 @@
-"""Canonical records shared by every part of relevance (DESIGN.md §2).
+"""Canonical records shared by every part of relevance.
 
 The msgspec Structs are the wire/validation form (API, landing JSONL); the Arrow schemas are the lake form.
 Both are declared here, side by side, so a field cannot be added to one and forgotten in the other

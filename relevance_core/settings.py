@@ -1,4 +1,4 @@
-"""Where things live (DESIGN.md §2): one base URI, the same layout locally and on S3."""
+"""Where things live: one base URI, the same layout locally and on S3."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ DEFAULT_HOME = "./.relevance"
 def relevance_home() -> str:
     """``RELEVANCE_HOME`` or ``./.relevance``: a local directory or ``s3://bucket/prefix``."""
     return os.environ.get("RELEVANCE_HOME", DEFAULT_HOME)
+
+
+def s3_endpoint() -> str | None:
+    """``RELEVANCE_S3_ENDPOINT``: an S3-compatible server's URL (MinIO, moto); None: AWS itself."""
+    return os.environ.get("RELEVANCE_S3_ENDPOINT") or None
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ Defaults suit a 2-core machine (few shuffle partitions, no UI); every key can be
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 DEFAULT_SPARK_CONF: dict[str, str] = {
     "spark.master": "local[*]",
@@ -24,32 +22,6 @@ DEFAULT_SPARK_CONF: dict[str, str] = {
     "spark.sql.ansi.enabled": "false",
     "spark.log.level": "WARN",
 }
-
-
-class JavaMissingError(RuntimeError):
-    pass
-
-
-def check_java(min_major: int = 17) -> int:
-    """Spark 4 needs Java 17+; fail with the fix rather than a JVM stack trace."""
-    java = shutil.which("java")
-    if java is None and os.environ.get("JAVA_HOME"):
-        java = os.path.join(os.environ["JAVA_HOME"], "bin", "java")
-    if not java:
-        raise JavaMissingError(
-            f"Java {min_major}+ is required by Spark. Install it: apt-get install -y openjdk-17-jre-headless"
-        )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    import re
-
-    m = re.search(r'version "(\d+)', out)
-    major = int(m.group(1)) if m else 0
-    if major < min_major:
-        raise JavaMissingError(
-            f"Java {min_major}+ is required by Spark, found {major}. "
-            "Install it: apt-get install -y openjdk-17-jre-headless"
-        )
-    return major
 
 
 def spark_conf(overrides: dict[str, str] | None = None) -> dict[str, str]:

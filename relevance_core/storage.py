@@ -1,4 +1,4 @@
-"""One artifact store for the lake and the bundles, local directory or S3 (DESIGN.md §2, §5).
+"""One artifact store for the lake and the bundles, local directory or S3.
 
 Writers never expose half-written data:
 - ``write_bytes`` on a local disk writes a temporary file and renames it; on S3 a PUT is atomic per object.
@@ -373,9 +373,9 @@ def store_from_uri(uri: str, *, s3_client: Any = None, endpoint_url: str | None 
         if s3_client is None:
             import boto3
 
-            s3_client = boto3.client(
-                "s3", endpoint_url=endpoint_url or os.environ.get("RELEVANCE_S3_ENDPOINT")
-            )
+            from relevance_core.settings import s3_endpoint
+
+            s3_client = boto3.client("s3", endpoint_url=endpoint_url or s3_endpoint())
         return S3Store(s3_client, bucket, prefix)
     if uri.startswith("file://"):
         uri = uri[7:]

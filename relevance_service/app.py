@@ -5,7 +5,7 @@ artifact store, the current :class:`~relevance_service.live_items.ServingState`,
 catalog, the landing writer, the reloader and the metrics registry. Nothing is a module-level global, so
 tests can run several apps side by side and a benchmark can build one in-process.
 
-The lifespan (DESIGN.md §6: Litestar runs it; ``TestClient`` as a context manager runs it too):
+The lifespan (Litestar runs it; ``TestClient`` as a context manager runs it too):
 
 1. pins torch/FAISS intra-op threads (default 1: parallelism comes from concurrent requests; a
    single-query search with 2 threads was measured slower on this machine), restored on shutdown;
@@ -17,7 +17,7 @@ The lifespan (DESIGN.md §6: Litestar runs it; ``TestClient`` as a context manag
    replicas that share a Redis store: one claims it, the others wait for it, not ready);
 4. starts the reloader's polling task and the landing writer; on shutdown flushes pending impressions.
 
-Access (issue 10): a per-client rate limit (``rate_limit``, Litestar's ``RateLimitMiddleware``; probes
+Access: a per-client rate limit (``rate_limit``, Litestar's ``RateLimitMiddleware``; probes
 and ``/metrics`` are exempt), CORS only for the origins in ``cors_allow_origins`` (none by default: no
 ``Access-Control-*`` header at all), and no token or raw user id in any log line (the optional access log
 names route templates and pseudonyms, never paths).
@@ -244,14 +244,14 @@ def open_store(settings: ServiceSettings) -> ArtifactStore:
     store fails in seconds (and is reported) instead of hanging on botocore's 60 s defaults."""
     if not settings.home.startswith("s3://"):
         return store_from_uri(settings.home)
-    import os
-
     import boto3
     from botocore.config import Config
 
+    from relevance_core.settings import s3_endpoint
+
     client = boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint or os.environ.get("RELEVANCE_S3_ENDPOINT"),
+        endpoint_url=settings.s3_endpoint or s3_endpoint(),
         config=Config(
             connect_timeout=settings.s3_connect_timeout_s,
             read_timeout=settings.s3_read_timeout_s,

@@ -1,4 +1,4 @@
-"""Where the service keeps the bundles it serves, and which one was last good (issue 10, faults).
+"""Where the service keeps the bundles it serves, and which one was last good (faults).
 
 A local store serves the published directory itself. A remote store (S3) is downloaded into a cache
 directory that outlives the process, so a restart does not depend on the store being reachable:

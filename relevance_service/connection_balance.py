@@ -5,7 +5,7 @@ one of them. Over thousands of short-lived clients that is even; over the few do
 keep-alive connections of a reverse proxy or a load generator it is a coin toss per connection. With 32
 connections a 19 / 13 split is common, and then one worker answers 59% of the requests: its queue and
 tail latency grow while the other idles (measured: per-second p99 up to 27 ms on the heavier worker
-against 18 ms on the lighter, ``docs/benchmarks.md``).
+against 18 ms on the lighter, ``docs/benchmark-history.md``).
 
 So a worker that holds more than its share asks the client to reconnect: while its connection count
 is above ``ceil(total / workers) + SLACK`` its responses carry ``Connection: close``, the server closes

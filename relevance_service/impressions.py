@@ -2,7 +2,7 @@
 
 Every served slate becomes ``impression`` events (one row per shown item: request id, pseudonymised
 user, bundle version, position, score), so the pipeline learns from what was shown and not acted on and
-evaluation gets real negatives (DESIGN.md §2: ``impression`` has weight 0). Real-time events posted to
+evaluation gets real negatives (``impression`` has weight 0). Real-time events posted to
 ``/v1/events`` and listings from ``PUT /v1/items`` are written the same way, so the next bundle is
 trained on them.
 
@@ -12,7 +12,7 @@ and append the bytes to an in-memory buffer (no I/O); a background task swaps th
 store's atomic ``write_bytes``. Encoding happens on the request, spread evenly, not at the flush: a flush
 that turned 2 s of slates (≈ 20k rows) into JSON in its thread held the GIL for tens of milliseconds, and
 the request thread waited for it at each of its GIL-releasing calls (torch, FAISS) — every 2 s a burst of
-requests took 30–50 ms (at 500 req/s: p99 54 ms with impressions, 7 ms without; docs/benchmarks.md).
+requests took 30–50 ms (at 500 req/s: p99 54 ms with impressions, 7 ms without; docs/benchmark-history.md).
 A full buffer drops new records and counts them (``relevance_landing_dropped_total``) rather than grow
 without bound or slow requests down. A write that fails (store unreachable) keeps its records and retries
 them, under the same object key, at every following flush until the store answers again: an outage

@@ -1,6 +1,6 @@
 """Hot reload: poll ``artifacts/LATEST``, load the named bundle beside the current one, check it, swap.
 
-The sequence for a new version (DESIGN.md §4):
+The sequence for a new version (docs/architecture.md, "The request path"):
 
 1. ``bundle.fetch`` gives a local copy (the directory itself for a local store, a download for S3) and
    verifies every checksum against the manifest — a truncated or tampered file stops here;

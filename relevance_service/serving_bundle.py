@@ -1,4 +1,4 @@
-"""The loaded bundle: one immutable object holding everything a request reads (DESIGN.md §4).
+"""The loaded bundle: one immutable object holding everything a request reads.
 
 A request takes one reference to the current :class:`ServingBundle` (via
 :class:`relevance_service.live_items.ServingState`) and uses only that for its whole life, so a hot swap
@@ -227,101 +227,33 @@ class ServingBundle:
         promotions: Promotions | None,
         user_tower_runtime: str,
     ) -> ServingBundle:
-        user_tower = torch.jit.load(str(path / bundle_format.USER_TOWER), map_location="cpu").eval()
-        user_encoder = _onnx_encoder(path, manifest, user_tower, user_tower_runtime)
-        if user_encoder is None:
-            user_tower = _frozen(user_tower)
-        item_tower = torch.jit.load(str(path / bundle_format.ITEM_TOWER), map_location="cpu").eval()
+        user_tower, user_encoder, item_tower = _towers(path, manifest, user_tower_runtime)
         encoder = FeatureEncoder.from_json((path / bundle_format.FEATURES).read_bytes())
-        index = faiss.read_index(str(path / bundle_format.INDEX), INDEX_READ_FLAGS)
-        ids_arr = (
-            pq.read_table(path / bundle_format.ITEM_IDS).column("item_id").combine_chunks().cast(pa.string())
-        )
+        index, ids_arr, embeddings = _index_and_vectors(path, manifest)
         item_ids = ids_arr.to_pylist()
         n = len(item_ids)
-        if index.ntotal != n:
-            raise BundleError(f"index has {index.ntotal} vectors but item_ids has {n} rows")
-        if index.d != manifest.dim:
-            raise BundleError(f"index dim {index.d} != manifest dim {manifest.dim}")
-        # a plain ndarray view of the memory map: fancy indexing on np.memmap is several times slower
-        embeddings = np.asarray(np.load(path / bundle_format.EMBEDDINGS, mmap_mode="r"))
-        if embeddings.shape != (n, manifest.dim) or embeddings.dtype != np.float32:
-            raise BundleError(
-                f"embeddings.npy is {embeddings.dtype}{embeddings.shape}, expected float32[{n}, {manifest.dim}]"
-            )
         row_of = dict(zip(item_ids, range(n), strict=True))
         if len(row_of) != n:
             raise BundleError("item_ids.parquet has duplicate item ids")
-
-        # hydration metadata, aligned to FAISS rows
-        schema_names = pq.read_schema(path / bundle_format.ITEMS).names
-        cols = [c for c in HYDRATION_COLUMNS if c in schema_names]
-        if "item_id" not in cols:
-            raise BundleError("items.parquet has no item_id column")
-        raw = pq.read_table(path / bundle_format.ITEMS, columns=cols)
-        raw = _dedupe_last(raw)
-        pos = pc.index_in(ids_arr, value_set=raw.column("item_id").combine_chunks().cast(pa.string()))
-        items = raw.take(pos)
-        for c in HYDRATION_COLUMNS:
-            if c not in items.column_names:
-                items = items.append_column(
-                    c, pa.nulls(n, type=pa.bool_() if c == "available" else pa.string())
-                )
-        items = items.select(list(HYDRATION_COLUMNS)).combine_chunks()
-
-        has_meta = pos.is_valid().to_numpy(zero_copy_only=False)
-        avail = items.column("available").fill_null(True).to_numpy(zero_copy_only=False).astype(bool)
-        available = avail & has_meta  # an item we cannot describe is not shown
+        items, available, schema_names = _hydration_items(path, ids_arr)
         price = (
             pc.cast(items.column("price"), pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
         )
-
         # JSON types for the packed rows (a decimal or integer price would not round-trip as a number)
         meta = PackedRows.from_table(
             items.set_column(
                 HYDRATION_COLUMNS.index("price"), "price", pc.cast(items.column("price"), pa.float64())
             )
         )
-
-        path_code, paths = _encode(items.column("category_path"), normalise=False)
-        path_index = {p: i for i, p in enumerate(paths)}
-        div_keys = [category_prefix(p, diversity_level) for p in paths]
-        diversity_index: dict[str, int] = {}
-        div_of_path = np.asarray(
-            [diversity_index.setdefault(k, len(diversity_index)) for k in div_keys], dtype=np.int32
-        )
-        diversity_code = np.where(
-            path_code >= 0, div_of_path[np.clip(path_code, 0, None)] if len(paths) else -1, -1
-        )
-        seller_code, sellers = _encode(items.column("seller_id"), normalise=False)
-        location_code, locations = _encode(items.column("location"), normalise=True)
-
-        pop = pq.read_table(path / bundle_format.POPULARITY)
-        pop_score = np.zeros(n, dtype=np.float32)
-        if pop.num_rows:
-            pop = _dedupe_last(pop.select(["item_id", "score"]))
-            ppos = pc.index_in(pop.column("item_id").combine_chunks().cast(pa.string()), value_set=ids_arr)
-            valid = ppos.is_valid().to_numpy(zero_copy_only=False)
-            rows = ppos.fill_null(0).to_numpy(zero_copy_only=False)[valid]
-            scores = (
-                pc.cast(pop.column("score"), pa.float64())
-                .fill_null(0.0)
-                .to_numpy(zero_copy_only=False)[valid]
-            )
-            pop_score[rows] = np.maximum(scores, 0.0).astype(np.float32)
-        top = float(pop_score.max()) if n else 0.0
-        popularity = (
-            (np.log1p(pop_score) / math.log1p(top)).astype(np.float32) if top > 0 else np.zeros(n, np.float32)
-        )
-        positive = np.flatnonzero(pop_score > 0)
-        popular_order = positive[np.argsort(-pop_score[positive], kind="stable")]
-
+        codes = _rule_codes(items, diversity_level)
+        pop_score, popularity, popular_order = _popularity(path, ids_arr)
         promo = Promotions()
         if (path / PROMOTIONS_FILE).is_file():
             promo = Promotions.load((path / PROMOTIONS_FILE).read_bytes())
         promo = promo.merged(promotions)
-        boost = _boosts(promo, n, row_of, path_code, paths, seller_code, sellers)
-
+        boost = _boosts(
+            promo, n, row_of, codes["path_code"], codes["paths"], codes["seller_code"], codes["sellers"]
+        )
         ranking = RankingStage.load(
             path,
             item_ids,
@@ -350,20 +282,20 @@ class ServingBundle:
             embeddings=embeddings,
             items=meta,
             available=available,
-            path_code=path_code,
-            diversity_code=diversity_code.astype(np.int32),
-            seller_code=seller_code,
-            location_code=location_code,
+            path_code=codes["path_code"],
+            diversity_code=codes["diversity_code"],
+            seller_code=codes["seller_code"],
+            location_code=codes["location_code"],
             price=price,
             popularity=popularity,
             pop_score=pop_score,
             boost=boost,
             popular_order=popular_order,
-            paths=paths,
-            path_index=path_index,
-            diversity_index=diversity_index,
-            seller_index={s: i for i, s in enumerate(sellers)},
-            location_index={s: i for i, s in enumerate(locations)},
+            paths=codes["paths"],
+            path_index={p: i for i, p in enumerate(codes["paths"])},
+            diversity_index=codes["diversity_index"],
+            seller_index={s: i for i, s in enumerate(codes["sellers"])},
+            location_index={s: i for i, s in enumerate(codes["locations"])},
             promotions=promo,
             default_breadth=breadth,
             history_length=int(history_length or manifest.history_length or encoder.history_length),
@@ -545,6 +477,106 @@ class ServingBundle:
             raise BundleError(
                 f"bundle {self.version}: item tower disagrees with embeddings.npy (cosine {cos.min():.3f})"
             )
+
+
+# -- loading, one part of the bundle at a time -----------------------------------------------------------------
+def _towers(path: Path, manifest: Manifest, runtime: str):
+    """The user tower (frozen when no ONNX encoder replaces it), the ONNX encoder, the item tower."""
+    user_tower = torch.jit.load(str(path / bundle_format.USER_TOWER), map_location="cpu").eval()
+    user_encoder = _onnx_encoder(path, manifest, user_tower, runtime)
+    if user_encoder is None:
+        user_tower = _frozen(user_tower)
+    item_tower = torch.jit.load(str(path / bundle_format.ITEM_TOWER), map_location="cpu").eval()
+    return user_tower, user_encoder, item_tower
+
+
+def _index_and_vectors(path: Path, manifest: Manifest):
+    """The FAISS index, the row → item id array and the memory-mapped embeddings, checked against each
+    other and the manifest."""
+    index = faiss.read_index(str(path / bundle_format.INDEX), INDEX_READ_FLAGS)
+    ids_arr = (
+        pq.read_table(path / bundle_format.ITEM_IDS).column("item_id").combine_chunks().cast(pa.string())
+    )
+    n = len(ids_arr)
+    if index.ntotal != n:
+        raise BundleError(f"index has {index.ntotal} vectors but item_ids has {n} rows")
+    if index.d != manifest.dim:
+        raise BundleError(f"index dim {index.d} != manifest dim {manifest.dim}")
+    # a plain ndarray view of the memory map: fancy indexing on np.memmap is several times slower
+    embeddings = np.asarray(np.load(path / bundle_format.EMBEDDINGS, mmap_mode="r"))
+    if embeddings.shape != (n, manifest.dim) or embeddings.dtype != np.float32:
+        raise BundleError(
+            f"embeddings.npy is {embeddings.dtype}{embeddings.shape}, expected float32[{n}, {manifest.dim}]"
+        )
+    return index, ids_arr, embeddings
+
+
+def _hydration_items(path: Path, ids_arr: pa.Array) -> tuple[pa.Table, np.ndarray, list[str]]:
+    """The hydration columns aligned to the index rows, which rows may be shown (available and
+    described: an item we cannot describe is not shown), and the items file's column names."""
+    schema_names = pq.read_schema(path / bundle_format.ITEMS).names
+    cols = [c for c in HYDRATION_COLUMNS if c in schema_names]
+    if "item_id" not in cols:
+        raise BundleError("items.parquet has no item_id column")
+    raw = _dedupe_last(pq.read_table(path / bundle_format.ITEMS, columns=cols))
+    pos = pc.index_in(ids_arr, value_set=raw.column("item_id").combine_chunks().cast(pa.string()))
+    items = raw.take(pos)
+    n = len(ids_arr)
+    for c in HYDRATION_COLUMNS:
+        if c not in items.column_names:
+            items = items.append_column(c, pa.nulls(n, type=pa.bool_() if c == "available" else pa.string()))
+    items = items.select(list(HYDRATION_COLUMNS)).combine_chunks()
+    has_meta = pos.is_valid().to_numpy(zero_copy_only=False)
+    avail = items.column("available").fill_null(True).to_numpy(zero_copy_only=False).astype(bool)
+    return items, avail & has_meta, schema_names
+
+
+def _rule_codes(items: pa.Table, diversity_level: int) -> dict[str, Any]:
+    """Integer codes the rules compare: category path, its diversity prefix, seller, location."""
+    path_code, paths = _encode(items.column("category_path"), normalise=False)
+    div_keys = [category_prefix(p, diversity_level) for p in paths]
+    diversity_index: dict[str, int] = {}
+    div_of_path = np.asarray(
+        [diversity_index.setdefault(k, len(diversity_index)) for k in div_keys], dtype=np.int32
+    )
+    diversity_code = np.where(
+        path_code >= 0, div_of_path[np.clip(path_code, 0, None)] if len(paths) else -1, -1
+    )
+    seller_code, sellers = _encode(items.column("seller_id"), normalise=False)
+    location_code, locations = _encode(items.column("location"), normalise=True)
+    return {
+        "path_code": path_code,
+        "paths": paths,
+        "diversity_code": diversity_code.astype(np.int32),
+        "diversity_index": diversity_index,
+        "seller_code": seller_code,
+        "sellers": sellers,
+        "location_code": location_code,
+        "locations": locations,
+    }
+
+
+def _popularity(path: Path, ids_arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the popularity score, its log scale in 0..1 (the rules' penalty), and the rows with a
+    positive score, most popular first (the popular fallback)."""
+    n = len(ids_arr)
+    pop = pq.read_table(path / bundle_format.POPULARITY)
+    pop_score = np.zeros(n, dtype=np.float32)
+    if pop.num_rows:
+        pop = _dedupe_last(pop.select(["item_id", "score"]))
+        ppos = pc.index_in(pop.column("item_id").combine_chunks().cast(pa.string()), value_set=ids_arr)
+        valid = ppos.is_valid().to_numpy(zero_copy_only=False)
+        rows = ppos.fill_null(0).to_numpy(zero_copy_only=False)[valid]
+        scores = (
+            pc.cast(pop.column("score"), pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)[valid]
+        )
+        pop_score[rows] = np.maximum(scores, 0.0).astype(np.float32)
+    top = float(pop_score.max()) if n else 0.0
+    popularity = (
+        (np.log1p(pop_score) / math.log1p(top)).astype(np.float32) if top > 0 else np.zeros(n, np.float32)
+    )
+    positive = np.flatnonzero(pop_score > 0)
+    return pop_score, popularity, positive[np.argsort(-pop_score[positive], kind="stable")]
 
 
 def _onnx_encoder(

@@ -1,6 +1,6 @@
 """Service settings: one env-backed dataclass, read once behind a cached :func:`get_settings`.
 
-Every knob has a default that works on one machine (DESIGN.md §5); production overrides come from
+Every knob has a default that works on one machine; production overrides come from
 ``RELEVANCE_*`` environment variables, so the same image runs as N stateless replicas. Tests build a
 :class:`ServiceSettings` directly (``ServiceSettings(home=..., dev_mode=True)``) or with
 :meth:`ServiceSettings.from_env` over a dict, never by mutating ``os.environ``.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from relevance_core.schemas import EVENT_TYPES, EventType
 from relevance_core.settings import relevance_home
+from relevance_service.user_state import DEFAULT_TTL_S
 
 #: Interactions that mean "the user has seen this item": removed from their recommendations by default.
 #: ``impression`` is excluded: an item that was merely shown may be shown again.
@@ -43,77 +44,132 @@ class SettingsError(ValueError):
     """A setting has an invalid value, or the combination of settings is unsafe to start with."""
 
 
+def _setting(default: object = dataclasses.MISSING, doc: str = "", *, factory=dataclasses.MISSING):
+    """A field with its meaning attached: docs/configuration.md is generated from these
+    (:func:`reference`), so the reference cannot drift from the code."""
+    return field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServiceSettings:
     # -- where the bundles live ------------------------------------------------------------------
-    home: str = field(default_factory=relevance_home)
-    s3_endpoint: str | None = None
-    poll_interval_s: float = 10.0
-    # local copies of remote (S3) bundles and the last-good pointer; None: <tmp>/relevance-bundle-cache
-    bundle_cache_dir: str | None = None
-    s3_connect_timeout_s: float = 3.0
-    s3_read_timeout_s: float = 30.0
-    s3_max_attempts: int = 3
+    home: str = _setting(
+        doc="the store the bundles are read from: a directory or `s3://bucket/prefix`", factory=relevance_home
+    )
+    s3_endpoint: str | None = _setting(None, "an S3-compatible server's URL (MinIO, moto); empty: AWS")
+    poll_interval_s: float = _setting(10.0, "seconds between checks of `artifacts/LATEST` for a new bundle")
+    bundle_cache_dir: str | None = _setting(
+        None,
+        "local copies of remote (S3) bundles and the last-good pointer, so a restart while S3 is down "
+        "serves the last good bundle; empty: `<tmp>/relevance-bundle-cache`",
+    )
+    s3_connect_timeout_s: float = _setting(3.0, "S3 connect timeout")
+    s3_read_timeout_s: float = _setting(30.0, "S3 read timeout")
+    s3_max_attempts: int = _setting(3, "S3 attempts per call (retries with backoff)")
     # -- security and limits ---------------------------------------------------------------------
-    dev_mode: bool = False
-    api_token: str | None = None
-    write_endpoints: bool = True
-    max_body_bytes: int = 1 << 20
-    default_k: int = 20
-    max_k: int = 100
-    max_history: int = 200
-    max_events_per_batch: int = 1000
-    pseudonym_key: str | None = None
-    rate_limit: str | None = None  # per client address, "N/second" | "N/minute" | ...; None: off
-    cors_allow_origins: tuple[str, ...] = ()  # empty: CORS off (no Access-Control-* headers at all)
+    dev_mode: bool = _setting(
+        False, "write and admin endpoints open without a token (logged loudly); for a laptop only"
+    )
+    api_token: str | None = _setting(
+        None,
+        "the token write and admin endpoints require (`Authorization: Bearer`); required outside dev mode",
+    )
+    write_endpoints: bool = _setting(True, "mount the write and admin endpoints (0: a read-only replica)")
+    max_body_bytes: int = _setting(1 << 20, "largest request body accepted (413 above)")
+    default_k: int = _setting(20, "recommendations per request when the request names no `k`")
+    max_k: int = _setting(100, "largest `k` a request may ask for")
+    max_history: int = _setting(200, "longest history a request may carry")
+    max_events_per_batch: int = _setting(1000, "most events one `POST /v1/events` may carry")
+    pseudonym_key: str | None = _setting(
+        None,
+        "key of the HMAC that replaces user ids in logs, impressions and landing events; empty: a random "
+        "key per start (pseudonyms then do not join up across restarts)",
+    )
+    rate_limit: str | None = _setting(
+        None,
+        "per client address, `N/second` (or minute, hour, day): 429 with `Retry-After` above it; empty: off",
+    )
+    cors_allow_origins: tuple[str, ...] = _setting(
+        (), "comma-separated origins allowed by CORS; empty: CORS off (no Access-Control-* headers)"
+    )
     # -- logging ------------------------------------------------------------------------------------------
-    # the service's own loggers; None: INFO under uvicorn, the host's configuration otherwise (uvicorn's
-    # loggers follow ``relevance serve --log-level``)
-    log_level: str | None = None
-    access_log: bool = False  # one line per request: route template, status, ms, pseudonymised user
+    log_level: str | None = _setting(
+        None,
+        "the service's own loggers (debug ... critical); empty: INFO under uvicorn, else the host's "
+        "configuration (uvicorn's loggers follow `relevance serve --log-level`)",
+    )
+    access_log: bool = _setting(False, "one line per request: route template, status, ms, pseudonymised user")
     # -- retrieval --------------------------------------------------------------------------------
-    candidates_k: int = 500
-    max_candidates_k: int = 8000
-    exact_scan_limit: int = 200_000
-    nprobe: int | None = None  # None: the value tuned at build time (manifest), else 32
-    ef_search: int | None = None  # None: the tuned value, else 128
-    torch_threads: int = 1
-    #: "auto": ONNX Runtime when the bundle has ``user_encoder.onnx`` and onnxruntime is installed (about
-    #: half the user tower's time), else TorchScript; "torchscript": always ``user_tower.pt``
-    user_tower_runtime: str = "auto"
-    faiss_threads: int = 1
-    history_length: int | None = None
-    # -- re-ranking --------------------------------------------------------------------------------
-    #: False: serve the retrieval order even when the bundle carries a ranker (the operator's switch when
-    #: the second stage misbehaves or costs too much, without republishing; also the A/B reference of
-    #: ``relevance bench serve --compare-ranking``)
-    ranking_stage: bool = True
-    exclude_seen_event_types: tuple[str, ...] = DEFAULT_EXCLUDE_SEEN
-    popularity_penalty: float = 0.05
-    max_per_category: int = 6
-    max_per_seller: int = 3
-    diversity_category_level: int = 2
-    diversity: str = "caps"  # "caps" | "mmr" | "none"
-    mmr_lambda: float = 0.8
-    promotions_file: str | None = None
+    candidates_k: int = _setting(500, "ANN candidates fetched per request before filters and ranking")
+    max_candidates_k: int = _setting(
+        8000, "most ANN candidates a widened search fetches when filters leave too few"
+    )
+    exact_scan_limit: int = _setting(
+        200_000, "a restrictive filter whose matching items are at most this many is answered by exact scan"
+    )
+    nprobe: int | None = _setting(None, "IVF lists searched; empty: the value tuned at build time, else 32")
+    ef_search: int | None = _setting(None, "HNSW search breadth; empty: the tuned value, else 128")
+    torch_threads: int = _setting(1, "threads of the TorchScript towers per worker")
+    user_tower_runtime: str = _setting(
+        "auto",
+        "`auto`: ONNX Runtime runs the bundle's `user_encoder.onnx` (about half the TorchScript tower's "
+        "time; a bundle whose two disagree is refused), else TorchScript; `torchscript`: always `user_tower.pt`",
+    )
+    faiss_threads: int = _setting(1, "FAISS threads per worker")
+    history_length: int | None = _setting(
+        None, "history entries the user tower reads; empty: the length the model was trained with"
+    )
+    # -- ranking and re-ranking ---------------------------------------------------------------------
+    ranking_stage: bool = _setting(
+        True,
+        "0: serve the retrieval order even when the bundle carries a ranker (the operator's switch, "
+        "without republishing; `GET /v1/bundle` shows `ranking.in_use`)",
+    )
+    exclude_seen_event_types: tuple[str, ...] = _setting(
+        DEFAULT_EXCLUDE_SEEN, "comma-separated event types whose items are not recommended back to the user"
+    )
+    popularity_penalty: float = _setting(
+        0.05, "score subtracted x the item's popularity (log-scaled to 0..1): against popularity bias"
+    )
+    max_per_category: int = _setting(6, "diversity cap: items of one category per slate")
+    max_per_seller: int = _setting(3, "diversity cap: items of one seller per slate")
+    diversity_category_level: int = _setting(2, "category path level the category cap counts on")
+    diversity: str = _setting(
+        "caps", "`caps`, `mmr` (maximal marginal relevance over the embeddings) or `none`"
+    )
+    mmr_lambda: float = _setting(0.8, "relevance weight of MMR (1: no diversity)")
+    promotions_file: str | None = _setting(
+        None,
+        "a JSON file of additive boosts by item, category prefix or seller (`Promotions`), read at start",
+    )
     # -- user state --------------------------------------------------------------------------------
-    #: a shared store for several workers / replicas (``redis://host:6379/0``); None: in-process
-    redis_url: str | None = None
-    state_max_users: int = 1_000_000
-    state_ttl_s: float = 30 * 86400.0
-    seed_from_lake: bool = True
-    seed_days: int = 7
-    seed_max_users: int = 200_000
-    #: /readyz answers 503 while seeding runs (a replica that answers a returning user with "popular"
-    #: is not ready), but no longer than this after start-up: a slow lake must not keep every replica
-    #: out for good
-    seed_ready_timeout_s: float = 120.0
+    redis_url: str | None = _setting(
+        None, "user histories shared by every worker and replica (`redis://host:6379/0`); empty: in-process"
+    )
+    state_max_users: int = _setting(
+        1_000_000, "users kept in the in-process state (least recently updated dropped first)"
+    )
+    state_ttl_s: float = _setting(
+        DEFAULT_TTL_S, "a user's history expires this long after their last event (wall-clock seconds)"
+    )
+    seed_from_lake: bool = _setting(True, "seed user histories from the lake's newest `sessions` at start")
+    seed_days: int = _setting(7, "days of `sessions` read when seeding")
+    seed_max_users: int = _setting(200_000, "most users seeded")
+    seed_ready_timeout_s: float = _setting(
+        120.0,
+        "/readyz answers 503 while seeding runs, but no longer than this after start-up (a slow lake must "
+        "not keep every replica out for good)",
+    )
     # -- landing writes (impressions, live events, live listings) ----------------------------------
-    impressions_enabled: bool = True
-    landing_flush_s: float = 2.0
-    landing_max_pending: int = 200_000
-    persist_live_items: bool = True
-    max_live_items: int = 50_000
+    impressions_enabled: bool = _setting(
+        True, "write served slates to the landing zone as `impression` events"
+    )
+    landing_flush_s: float = _setting(2.0, "seconds between flushes of pending landing writes")
+    landing_max_pending: int = _setting(
+        200_000, "pending landing rows held for the next flush; rows beyond it are dropped and counted"
+    )
+    persist_live_items: bool = _setting(True, "write live listings to the landing catalog")
+    max_live_items: int = _setting(50_000, "live listings held in memory beside the bundle")
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_k <= HARD_MAX_K:
@@ -166,7 +222,7 @@ class ServiceSettings:
         return self.write_endpoints and (bool(self.api_token) or self.dev_mode)
 
     def check_startable(self) -> None:
-        """Refuse to start write endpoints without a token outside dev mode (issue 6, security)."""
+        """Refuse to start write endpoints without a token outside dev mode."""
         if self.write_endpoints and not self.api_token and not self.dev_mode:
             raise SettingsError(
                 "write/admin endpoints need RELEVANCE_API_TOKEN; set it, run with RELEVANCE_DEV_MODE=1, "
@@ -211,7 +267,43 @@ def _parse(name: str, raw: str, typ: object) -> object:
         raise SettingsError(f"RELEVANCE_{name.upper()}: cannot parse {raw!r} as {t}") from e
 
 
+def reference() -> str:
+    """docs/configuration.md: every ``RELEVANCE_*`` setting, its default and meaning, from the fields."""
+    lines = [
+        "# Configuration",
+        "",
+        "Every setting of the service is a `RELEVANCE_*` environment variable (the upper-case field name of",
+        "`relevance_service.settings.ServiceSettings`). Generated from the code by",
+        "`python -m relevance_service.settings > docs/configuration.md`; a test checks it is current.",
+        "Booleans take 1/0, true/false, yes/no, on/off; lists are comma-separated.",
+        "",
+        "The pipeline's own settings (`RELEVANCE_HOME`, `DAGSTER_HOME`, `RELEVANCE_SPARK_MASTER`,",
+        "`RELEVANCE_PARTITIONS_START`, `RELEVANCE_WAREHOUSE`) are in the README's configuration table; the",
+        "assets' hyper-parameters are their Dagster run config.",
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for f in dataclasses.fields(ServiceSettings):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+            shown = (
+                ", ".join(default)
+                if isinstance(default, tuple)
+                else ("" if default is None else str(int(default) if isinstance(default, bool) else default))
+            )
+        else:
+            shown = "`./.relevance`" if f.name == "home" else ""
+        shown = f"`{shown}`" if shown and not shown.startswith("`") else (shown or "(empty)")
+        lines.append(f"| `RELEVANCE_{f.name.upper()}` | {shown} | {f.metadata.get('doc', '')} |")
+    return "\n".join(lines) + "\n"
+
+
 @functools.cache
 def get_settings() -> ServiceSettings:
     """The process's settings, read from the environment once."""
     return ServiceSettings.from_env()
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

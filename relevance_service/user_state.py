@@ -1,4 +1,4 @@
-"""Recent history per user: the only user state the service keeps (DESIGN.md §3: no user-ID embedding).
+"""Recent history per user: the only user state the service keeps (no user-ID embedding).
 
 The user tower reads the last L interactions, so "state" is a short, bounded, expiring list per user.
 :class:`UserStateStore` is the interface; :class:`InMemoryUserState` is the default (one process,
@@ -29,6 +29,9 @@ from relevance_core.settings import LAYOUT
 from relevance_core.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
+
+#: a history expires this long after the user's last event
+DEFAULT_TTL_S = 30 * 86_400.0
 
 
 class HistoryEntry(msgspec.Struct, frozen=True, gc=False):
@@ -112,7 +115,7 @@ class InMemoryUserState(UserStateStore):
     entries all expired is removed when next touched, and LRU eviction bounds memory in any case.
     """
 
-    def __init__(self, *, max_len: int = 50, ttl_s: float = 30 * 86400.0, max_users: int = 1_000_000):
+    def __init__(self, *, max_len: int = 50, ttl_s: float = DEFAULT_TTL_S, max_users: int = 1_000_000):
         if max_len < 1 or max_users < 1 or ttl_s <= 0:
             raise ValueError("max_len, max_users and ttl_s must be positive")
         self.max_len = max_len
@@ -189,7 +192,7 @@ class RedisUserState(UserStateStore):
         *,
         aclient: Any = None,
         max_len: int = 50,
-        ttl_s: float = 30 * 86400.0,
+        ttl_s: float = DEFAULT_TTL_S,
         prefix: str = "rel:h:",
     ):
         if max_len < 1 or ttl_s <= 0:

@@ -1,5 +1,6 @@
-"""Shared fixtures: one SparkSession for the whole test session (the JVM start costs ~30 s here),
-a fresh local store per test, and the path to the real data in ../shared/data."""
+"""Shared fixtures: one SparkSession, one Redis server and one S3-compatible server (moto's) for the whole
+test session (a JVM start costs ~30 s here), a fresh local store per test, the tiny trained model the
+service tests publish bundles from, and the path to the real data in ../shared/data."""
 
 from __future__ import annotations
 
@@ -57,3 +58,21 @@ def redis_url(tmp_path_factory):
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3-compatible server on 127.0.0.1 for the session; tests create their own buckets."""
+    from moto.server import ThreadedMotoServer
+
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(k, v)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -84,9 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not ids:
         print("nothing to do: give at least one user id (or --ids-file)")
         return 2
-    store = store_from_uri(
-        args.home or relevance_home(), endpoint_url=os.environ.get("RELEVANCE_S3_ENDPOINT")
-    )
+    store = store_from_uri(args.home or relevance_home())
     key = args.pseudonym_key if args.pseudonym_key is not None else os.environ.get("RELEVANCE_PSEUDONYM_KEY")
     aliases = pseudonyms(ids, key)
     extra: dict = {"retrain": "requested" if args.retrain else "not_requested", "via": "cli"}

@@ -48,12 +48,11 @@ def register(subparsers) -> None:
 
 
 def _store(home: str | None):
-    import os
 
     from relevance_core.settings import relevance_home
     from relevance_core.storage import store_from_uri
 
-    return store_from_uri(home or relevance_home(), endpoint_url=os.environ.get("RELEVANCE_S3_ENDPOINT"))
+    return store_from_uri(home or relevance_home())
 
 
 def run_ingest(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Baselines the model must beat, computed in the same evaluation run (DESIGN.md §2, issue 5).
+"""Baselines the model must beat, computed in the same evaluation run.
 
 - :class:`PopularityRecommender`: the most-interacted items of the training period (weighted by event
   type), minus what the user has already seen. Strong on skewed marketplaces and the fallback the service

@@ -1,4 +1,4 @@
-"""The publishing gates (issue 5): pure functions over measured numbers, so the Dagster blocking checks,
+"""The publishing gates: pure functions over measured numbers, so the Dagster blocking checks,
 the ``published_bundle`` asset (which re-checks before it publishes, in case it is materialized on its
 own) and the tests all apply exactly the same rule.
 """
@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relevance_core.evaluation.offline import EvaluationReport
+from relevance_core.index import RECALL_TARGET
 
-#: Minimum ANN recall@K vs exact search.
-ANN_RECALL_TARGET = 0.95
 #: Default allowed relative NDCG drop vs the currently published bundle (0.02 = may be 2% worse).
 DEFAULT_REGRESSION_TOLERANCE = 0.02
 
@@ -74,7 +73,7 @@ def not_worse_than_published(
     )
 
 
-def ann_recall(recall: float, *, k: int, target: float = ANN_RECALL_TARGET) -> GateResult:
+def ann_recall(recall: float, *, k: int, target: float = RECALL_TARGET) -> GateResult:
     return GateResult(
         name="ann_recall",
         passed=recall >= target,

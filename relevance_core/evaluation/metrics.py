@@ -1,4 +1,4 @@
-"""Offline ranking metrics (DESIGN.md §2: gains are event weights).
+"""Offline ranking metrics (gains are event weights).
 
 Every metric takes, per query, the ranked recommendation list and the *relevant* items with their gains
 (the event weight of the strongest interaction with that item: a purchase counts 10× a view). Accuracy

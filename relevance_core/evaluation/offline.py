@@ -1,5 +1,5 @@
 """The offline evaluation protocol: queries from the time-split test pairs, every system scored on the
-same queries with the same metrics, per segment (DESIGN.md §2, issue 5).
+same queries with the same metrics, per segment.
 
 Protocol (and why):
 

@@ -1,5 +1,5 @@
 """Synthetic marketplace: a catalog and an interaction stream with structure a recommender can learn and
-a test can check, plus the noise real landing zones carry (issue 2, DESIGN.md §2).
+a test can check, plus the noise real landing zones carry.
 
 Public API::
 

@@ -58,7 +58,6 @@ REASONS: tuple[str, ...] = (
     "unparseable_created_at",
 )
 
-_META = ("_source", "_raw", "_pre_reason", "_file_idx", "_row_idx")
 _STAGE_SCHEMA = pa.schema(
     [pa.field(c, pa.string()) for c in ITEM_COLUMNS]
     + [

@@ -1,4 +1,4 @@
-"""Hyper-parameters of the two-tower model and its training (DESIGN.md §3).
+"""Hyper-parameters of the two-tower model and its training.
 
 One plain dataclass, so the Dagster asset's ``dg.Config``, the CLI, the benchmarks and the GPU check all
 describe a run the same way and the exact config is stored next to the weights (``config.json``).

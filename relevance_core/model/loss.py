@@ -1,4 +1,4 @@
-"""Retrieval losses for the two towers (DESIGN.md §3).
+"""Retrieval losses for the two towers.
 
 Sampled softmax with in-batch negatives: every other example's target in the batch is a negative. Popular
 items appear as in-batch negatives far more often than rare ones, so without a correction the model learns

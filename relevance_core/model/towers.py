@@ -1,4 +1,4 @@
-"""The two towers (DESIGN.md §3). Plain ``nn.Module``s, TorchScript-compatible, no Lightning in here.
+"""The two towers. Plain ``nn.Module``s, TorchScript-compatible, no Lightning in here.
 
 - :class:`ItemTower` embeds one listing from its content (category levels, brand, price bucket, condition,
   location, hashed title uni/bi-grams) plus, when the item is known from training, its ID embedding. The ID

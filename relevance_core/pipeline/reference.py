@@ -18,10 +18,6 @@ from relevance_core.pipeline.config import PairsConfig, SessionConfig
 from relevance_core.pipeline.sessionize import SEP, US_PER_DAY, US_PER_MIN, rank_sql, stream_sql, weight_sql
 
 
-def _epoch_day(d: date | str) -> int:
-    return date.fromisoformat(str(d)).toordinal() - date(1970, 1, 1).toordinal()
-
-
 def reference_sessions_sql(events: str, cfg: SessionConfig) -> str:
     """SQL over the relation/view named ``events`` (``EVENT_ARROW_SCHEMA``) → sessions with ``date``."""
     gap = cfg.gap_us

@@ -121,11 +121,15 @@ def build_stage(
     return StageBuild(stage, fit, stats, info)
 
 
+#: validation queries the ranker is trained and gated on (the most recent ones)
+MAX_RANKER_QUERIES = 100_000
+
+
 def build_ranking_stage(
     store: ArtifactStore,
     version: str,
     *,
-    max_queries: int = 100_000,
+    max_queries: int = MAX_RANKER_QUERIES,
     **kwargs: Any,
 ) -> StageBuild:
     """:func:`build_stage` over the store's ``training_pairs`` for model ``version``; the stage (and a

@@ -40,8 +40,8 @@ def grade(weight: float) -> int:
 
 @dataclass(frozen=True)
 class RankerConfig:
-    #: small trees, few of them: serving cost is trees x candidates (~28 ns per row-tree at 31 leaves,
-    #: ~17 at 15), and on DIGINETICA's validation split 7 leaves at rate 0.1 (113 trees) served
+    #: small trees, few of them: serving cost is trees x candidates (compiled: ~12 ns per row-tree at 31 leaves,
+    #: ~4 at 7), and on DIGINETICA's validation split 7 leaves at rate 0.1 (113 trees) served
     #: 53.38 / 19.13 against 53.13-53.38 for 15-31 leaves (docs/ranking.md, "Choosing the ranker's size")
     num_leaves: int = 7
     learning_rate: float = 0.1

@@ -19,13 +19,18 @@ class RowPositions(threading.local):
     def __init__(self) -> None:
         self.pos = np.full(0, -1, np.int32)
 
+    def cleared(self, upper: int) -> np.ndarray:
+        """The map, all -1, covering rows below ``upper`` (a compiled caller marks and clears it itself)."""
+        if len(self.pos) < upper:
+            self.pos = np.full(max(upper, 2 * len(self.pos)), -1, np.int32)
+        return self.pos
+
     def place(self, rows: np.ndarray, upper: int) -> np.ndarray:
         """The map with ``rows`` (>= 0, < ``upper``) at positions 0..n-1 (a repeated row keeps its last
         position), every other row -1; call :meth:`clear` with the same rows when done."""
-        if len(self.pos) < upper:
-            self.pos = np.full(max(upper, 2 * len(self.pos)), -1, np.int32)
-        self.pos[rows] = np.arange(len(rows), dtype=np.int32)
-        return self.pos
+        pos = self.cleared(upper)
+        pos[rows] = np.arange(len(rows), dtype=np.int32)
+        return pos
 
     def clear(self, rows: np.ndarray) -> None:
         self.pos[rows] = -1

@@ -41,15 +41,6 @@ RULE_MAX_PRICE = "max_price"
 RULE_LOCATION = "location"
 RULE_QUERY_ITEM = "query_item"
 RULE_DUPLICATE = "duplicate"
-RULES = (
-    RULE_UNAVAILABLE,
-    RULE_SEEN,
-    RULE_CATEGORY,
-    RULE_MAX_PRICE,
-    RULE_LOCATION,
-    RULE_QUERY_ITEM,
-    RULE_DUPLICATE,
-)
 
 
 @dataclass(frozen=True)

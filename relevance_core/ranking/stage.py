@@ -178,8 +178,9 @@ class RankingStage:
                 ctx.popular,
             ]
         )
-        _, first = np.unique(allrows, return_index=True)
-        return allrows[np.sort(first)]
+        if len(allrows) == 0:
+            return allrows
+        return _first_occurrences(allrows, self._slots.cleared(int(allrows.max()) + 1))
 
     def gather(
         self, hist: History, rows: np.ndarray, ann_rows: np.ndarray, ctx: QueryContext | None = None
@@ -261,3 +262,18 @@ def _gather(pos, n, ann, cv_rows, cv_scores, last_rows, last_scores, popular):
         if p >= 0:
             popular_rank[p] = k
     return ann_rank, cv_score, cv_last, cv_rank, popular_rank
+
+
+@kernel
+def _first_occurrences(rows, pos):
+    """``rows`` without repeats, in first-occurrence order (``pos``: the cleared row map, left cleared)."""
+    out = np.empty(rows.shape[0], np.int64)
+    m = 0
+    for r in rows:
+        if pos[r] < 0:
+            pos[r] = m
+            out[m] = r
+            m += 1
+    for k in range(m):
+        pos[out[k]] = -1
+    return out[:m]

@@ -26,7 +26,6 @@ where validation starts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -201,9 +200,3 @@ def history_ages(prefix_len: int, spacing_s: float) -> list[float]:
     """Seconds between each prefix click and the next (predicted) click: the same ``hist_age_s`` the
     ``training_pairs`` asset computes for the converted sessions, so serving sees what training saw."""
     return [float((prefix_len - j) * spacing_s) for j in range(prefix_len)]
-
-
-def days_needed(n_sessions: int, n_validation: int, sessions_per_day: int) -> int:
-    """How many daily partitions ``write_landing`` will use (for planning and messages)."""
-    n_train = n_sessions - n_validation
-    return math.ceil(n_train / sessions_per_day) + math.ceil(max(n_validation, 0) / sessions_per_day)

@@ -11,7 +11,6 @@ model can rank an item it has never seen and the test file was filtered the same
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 
 def carve(sessions: Sequence[Sequence[str]], fraction: float) -> tuple[list[list[str]], list[list[str]]]:
@@ -47,19 +46,3 @@ def validation_split(
     known = {i for s in train for i in s}
     prefixes, labels = expand(held, known)
     return train, prefixes, labels
-
-
-def write_split(
-    out_dir: str | Path,
-    train: Sequence[Sequence[str]],
-    prefixes: Sequence[Sequence[str]],
-    labels: Sequence[str],
-) -> tuple[Path, Path]:
-    """The split as benchmark-format files (``train.csv``, ``test.tsv``), e.g. to run the command on it."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tr, te = out / "train.csv", out / "test.tsv"
-    tr.write_text("".join(",".join(s) + "\n" for s in train), encoding="utf-8")
-    rows = ["prefix\tlabel\n"] + [f"{','.join(p)}\t{lab}\n" for p, lab in zip(prefixes, labels, strict=True)]
-    te.write_text("".join(rows), encoding="utf-8")
-    return tr, te

@@ -1,7 +1,7 @@
 """The recommendation explorer: a static page at ``/explorer`` that talks to the service's public API only.
 
 An engineer tuning a recommender wants to *see* a user's history next to what the system recommends and
-why; the page is that view (issue 9). It is plain HTML/CSS/JS served from this package's ``static/``
+why; the page is that view. It is plain HTML/CSS/JS served from this package's ``static/``
 folder: no build step and no CDN, because the machines it runs on have no internet, and because a page
 that only uses the public endpoints (``/v1/users/{id}/recommendations``, ``/v1/recommendations``,
 ``/v1/items/{id}/similar``, ``/v1/events``, ``/v1/bundle``) can never depend on internals that the API

@@ -1,4 +1,4 @@
-"""Access (issue 10) on a real ``relevance serve`` process: the per-client rate limit (clients told apart by
+"""Access on a real ``relevance serve`` process: the per-client rate limit (clients told apart by
 their real source address on loopback: 127.0.0.1, 127.0.0.2, ...), and no token or raw user id in any line
 the process logs at DEBUG, access log included."""
 

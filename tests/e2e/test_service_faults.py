@@ -1,4 +1,4 @@
-"""Service faults (issue 10), on a real ``relevance serve`` process reading bundles from a real
+"""Service faults, on a real ``relevance serve`` process reading bundles from a real
 S3-compatible server (moto's ``ThreadedMotoServer``) on 127.0.0.1:
 
 * the service SIGKILLed in the middle of downloading a new bundle → restarted, it never serves the

@@ -1,4 +1,4 @@
-"""A bounded run of ``relevance bench soak`` (issue 10, load and soak): the real server process, a second
+"""A bounded run of ``relevance bench soak`` (load and soak): the real server process, a second
 process driving an open-loop schedule on loopback, events posted and two bundles published during the run.
 The benchmark itself runs for minutes (figures in docs/reliability.md); this is 24 seconds of it."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -85,3 +86,24 @@ def test_demo_on_landing_days_outside_the_partitions_names_them_and_exits_2(tmp_
     argv = ["demo", "--skip-generate", "--home", str(tmp_path / "home"), "--log-file", str(log)]
     assert main(argv) == 2
     assert "2025-12-30" in log.read_text() and "RELEVANCE_PARTITIONS_START" in log.read_text()
+
+
+def test_cli_generate_writes_the_landing_zone(tmp_path):
+    # A real process, as a user runs it (`python -m` also works before the console script is reinstalled).
+    out = tmp_path / "home"
+    args = ["generate", "--preset", "tiny", "--out", str(out), "--days", "2", "--events", "2000",
+            "--format", "csv", "--catalog-format", "jsonl", "--json"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "relevance_cli.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["events"] == 2000 and [d["format"] for d in report["days"]] == ["csv", "csv"]
+    assert (out / "landing/catalog/items.jsonl").exists()
+    assert (out / "landing/events/date=2026-01-05/events.csv").exists()
+    assert (out / "landing/events/date=2026-01-06/events.csv").exists()
+    assert (out / "generator_truth/users.parquet").exists()

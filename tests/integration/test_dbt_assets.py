@@ -334,38 +334,31 @@ def test_read_table_is_read_only_and_refuses_sql_and_missing_tables(built, tmp_p
     assert warehouse_path(LocalStore(home)) == db
 
 
-def test_s3_store_builds_from_a_staged_lake_and_uploads_the_warehouse(tmp_path, monkeypatch):
+def test_s3_store_builds_from_a_staged_lake_and_uploads_the_warehouse(tmp_path, s3_endpoint):
     """The production layout: the lake on S3 (versioned prefixes behind _CURRENT pointers), staged locally for
     DuckDB; the warehouse uploaded as one object. A real S3-compatible server (moto's), not a mock."""
+    import uuid
+
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from relevance_core.storage import S3Store
 
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(k, "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        client = boto3.client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket="lake")
-        store = S3Store(client, "lake", "home")
-        local = tmp_path / "src"
-        write_items(local, [item("x", "A > B", 1.0), item("y", "A > B", 2.0)])
-        write_events(local, [event("x", "view", AS_OF), event("y", "click", AS_OF - timedelta(days=1))])
-        store.replace_dir(local / "lake" / "items", "lake/items")
-        for part in sorted((local / "lake" / "raw_events").iterdir()):
-            store.replace_dir(part, f"lake/raw_events/{part.name}")
+    endpoint = s3_endpoint
+    client = boto3.client("s3", endpoint_url=endpoint)
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    store = S3Store(client, bucket, "home")
+    local = tmp_path / "src"
+    write_items(local, [item("x", "A > B", 1.0), item("y", "A > B", 2.0)])
+    write_events(local, [event("x", "view", AS_OF), event("y", "click", AS_OF - timedelta(days=1))])
+    store.replace_dir(local / "lake" / "items", "lake/items")
+    for part in sorted((local / "lake" / "raw_events").iterdir()):
+        store.replace_dir(part, f"lake/raw_events/{part.name}")
 
-        result = materialize("s3://lake/home", s3_endpoint_url=endpoint)
-        assert result.success
-        assert store.exists(WAREHOUSE_KEY)
-        db = warehouse_path(store)  # a local download of the object
-        assert sorted(rows_by_id(db.parent, "dim_items")) == ["x", "y"]
-        scores = {r["item_id"]: r["score_28d"] for r in read_table(db, "item_popularity").to_pylist()}
-        assert scores == {"x": 1.0, "y": 2.0}
-    finally:
-        server.stop()
+    result = materialize(f"s3://{bucket}/home", s3_endpoint_url=endpoint)
+    assert result.success
+    assert store.exists(WAREHOUSE_KEY)
+    db = warehouse_path(store)  # a local download of the object
+    assert sorted(rows_by_id(db.parent, "dim_items")) == ["x", "y"]
+    scores = {r["item_id"]: r["score_28d"] for r in read_table(db, "item_popularity").to_pylist()}
+    assert scores == {"x": 1.0, "y": 2.0}

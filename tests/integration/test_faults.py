@@ -1,4 +1,4 @@
-"""Faults injected into real runs (issue 10, item 2): the process killed with SIGKILL in the middle of writing
+"""Faults injected into real runs (item 2): the process killed with SIGKILL in the middle of writing
 a partition, and a Spark executor JVM killed in the middle of a distributed job.
 
 * ``relevance ingest --date D`` runs in its own process group against a landing day large enough to

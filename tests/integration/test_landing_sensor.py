@@ -110,51 +110,40 @@ def test_changed_file_launches_its_day_once_and_manual_ingest_settles_it(demo):
     assert _evaluate(demo)[0] == []
 
 
-def test_on_s3_the_fingerprint_comes_from_the_listing(monkeypatch):
+def test_on_s3_the_fingerprint_comes_from_the_listing(s3_endpoint):
     """S3 (moto's server): sizes and ETags from one listing, under the store's key prefix; a rewritten
     object launches its day, the recorded state does not."""
     import uuid
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from relevance_assets.defs.operations.sensors import landing_zone_sensor
     from relevance_assets.resources import StorageResource
     from relevance_core.ingest.fingerprint import landing_entries, record_ingested
 
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(k, "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        bucket = f"lake-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-        storage = StorageResource(
-            base_uri=f"s3://{bucket}/relevance", s3_endpoint_url=endpoint, s3_region_name="us-east-1"
-        )
-        store = storage.get_store()
-        day = "2026-01-10"
-        line = json.dumps({"item_id": "i1", "event_type": "view", "timestamp": f"{day}T10:00:00Z"}) + "\n"
-        key = f"{LAYOUT.landing_day(day)}/events.jsonl"
-        store.write_text(key, line)
-        entries = landing_entries(store, day)
-        assert [(e.key, e.size) for e in entries] == [(key, len(line))] and entries[0].version
-        record_ingested(store, day, entries)
+    endpoint = s3_endpoint
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    storage = StorageResource(
+        base_uri=f"s3://{bucket}/relevance", s3_endpoint_url=endpoint, s3_region_name="us-east-1"
+    )
+    store = storage.get_store()
+    day = "2026-01-10"
+    line = json.dumps({"item_id": "i1", "event_type": "view", "timestamp": f"{day}T10:00:00Z"}) + "\n"
+    key = f"{LAYOUT.landing_day(day)}/events.jsonl"
+    store.write_text(key, line)
+    entries = landing_entries(store, day)
+    assert [(e.key, e.size) for e in entries] == [(key, len(line))] and entries[0].version
+    record_ingested(store, day, entries)
 
-        def evaluate():
-            ctx = dg.build_sensor_context(
-                instance=dg.DagsterInstance.ephemeral(), resources={"storage": storage}
-            )
-            result = landing_zone_sensor(ctx)
-            return [] if isinstance(result, dg.SkipReason) else [r.partition_key for r in result]
+    def evaluate():
+        ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"storage": storage})
+        result = landing_zone_sensor(ctx)
+        return [] if isinstance(result, dg.SkipReason) else [r.partition_key for r in result]
 
-        assert evaluate() == []
-        store.write_text(key, line * 2)
-        assert evaluate() == [day]
-    finally:
-        server.stop()
+    assert evaluate() == []
+    store.write_text(key, line * 2)
+    assert evaluate() == [day]
 
 
 def test_a_gzipped_json_lines_file_launches_its_day_and_a_file_ingestion_skips_does_not(demo):

@@ -3,7 +3,6 @@ resource builds an S3Store through dagster-aws, and both ingestions run against 
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pyarrow.dataset as ds
@@ -13,23 +12,6 @@ from relevance_core.ingest import LandingMissingError, ingest_catalog, ingest_ev
 from relevance_core.storage import S3Store
 
 DAY = "2026-01-10"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        os.environ.setdefault(k, v)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture()

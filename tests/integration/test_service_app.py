@@ -622,25 +622,6 @@ def test_impressions_are_logged_pseudonymised(client, home, model):
 
 
 # -- S3 store ----------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    import os
-
-    from moto.server import ThreadedMotoServer
-
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        os.environ.setdefault(k, v)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_serves_and_hot_reloads_from_s3(s3_endpoint, model, tmp_path):
     """The same load → verify → swap path on an S3-compatible server: bundles are downloaded, verified,
     served, and a replaced bundle's downloaded copy is cleaned up; impressions land in the bucket."""
@@ -755,7 +736,7 @@ def test_token_is_compared_in_constant_time(client, monkeypatch):
     assert calls == [(b"wrong", TOKEN.encode()), (TOKEN.encode(), TOKEN.encode())]
 
 
-# -- hostile input (issue 10): every answer a clear 4xx or a normal answer, never a 5xx, no file outside the store
+# -- hostile input: every answer a clear 4xx or a normal answer, never a 5xx, no file outside the store
 HOSTILE_IDS = [
     "../../etc/passwd",
     "..%2F..%2Fsecrets",

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -370,24 +368,3 @@ def test_config_guards_and_presets():
         "parquet",
         "csv",
     ]
-
-
-def test_cli_generate_writes_the_landing_zone(tmp_path):
-    # A real process, as a user runs it (`python -m` also works before the console script is reinstalled).
-    out = tmp_path / "home"
-    args = ["generate", "--preset", "tiny", "--out", str(out), "--days", "2", "--events", "2000",
-            "--format", "csv", "--catalog-format", "jsonl", "--json"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "relevance_cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert report["events"] == 2000 and [d["format"] for d in report["days"]] == ["csv", "csv"]
-    assert (out / "landing/catalog/items.jsonl").exists()
-    assert (out / "landing/events/date=2026-01-05/events.csv").exists()
-    assert (out / "landing/events/date=2026-01-06/events.csv").exists()
-    assert (out / "generator_truth/users.parquet").exists()

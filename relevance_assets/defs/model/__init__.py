@@ -1,1 +1,1 @@
-"""The ``two_tower_model`` asset (issue 4)."""
+"""The ``two_tower_model`` asset."""

@@ -7,12 +7,13 @@ artifacts to the store and reporting metadata. The training itself, its export a
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
+from relevance_assets.config import build_config, core_fields, to_core
 from relevance_assets.metadata import png_markdown
 from relevance_assets.resources import StorageResource
+from relevance_core.model.config import TwoTowerConfig
 from relevance_core.settings import LAYOUT
 from relevance_core.storage import ArtifactStore
 
@@ -21,61 +22,19 @@ MODELS_PREFIX = f"{LAYOUT.artifacts}/models"
 MODEL_POINTER = f"{MODELS_PREFIX}/LATEST"
 
 
-class TwoTowerModelConfig(dg.Config):
-    """Hyper-parameters (see ``relevance_core.model.config.TwoTowerConfig`` for what each one does)."""
-
-    dim: int = 64
-    emb_dim: int = 32
-    hidden: int = 64
-    history_length: int = 20
-    encoder: str = "transformer"
-    readout: str = "items"
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.1
-    id_dropout: float = 0.25
-    #: None: ID-only item tower when the catalog has no content (``TwoTowerConfig.item_content``)
-    item_content: bool | None = None
-    softmax: str = "sampled"
-    uniform_negatives: int = 0
-    logq_correction: bool = True
-    temperature: float = 0.05
-    learn_temperature: bool = False
-    use_event_weights: bool = True
-    batch_size: int = 512
-    lr: float = 2e-3
-    max_epochs: int = 10
-    #: Cap on training batches per epoch (None: the whole split); the demo uses it to fit its time budget.
-    limit_train_batches: int | None = None
-    patience: int = 2
-    recall_k: int = 20
-    max_val_examples: int = 20_000
-    seed: int = 42
-    accelerator: str = "auto"
-    devices: str = "auto"
-    strategy: str = "auto"
-    num_threads: int | None = None
-    progress_bar: bool = False
-
-    def to_core(self):
-        from relevance_core.model.config import TwoTowerConfig
-
-        values: dict[str, Any] = self.model_dump()
-        dev = values["devices"]
-        values["devices"] = int(dev) if str(dev).isdigit() else dev
-        return TwoTowerConfig.from_dict(values)
+#: Run config of ``two_tower_model``: every ``TwoTowerConfig`` field with the core's default, except the
+#: progress bar (a Dagster run's log is not a terminal)
+TwoTowerModelConfig = build_config(
+    "TwoTowerModelConfig",
+    "Hyper-parameters (``relevance_core.model.config.TwoTowerConfig`` says what each one does).",
+    core_fields(TwoTowerConfig, defaults={"progress_bar": False}),
+)
 
 
 def _pairs_source(store: ArtifactStore):
     """The training pairs as a lazily scanned dataset (never loaded whole)."""
-    try:
-        from relevance_core.pipeline.pairs import read_training_pairs
-    except ImportError:  # the pipeline package is optional for the model: read the lake layout directly
-        import pyarrow.dataset as pads
+    from relevance_core.pipeline.pairs import read_training_pairs
 
-        return pads.dataset(
-            str(store.local_dir(LAYOUT.table("training_pairs"))), format="parquet", partitioning="hive"
-        )
     return read_training_pairs(store)
 
 
@@ -110,7 +69,7 @@ def _catalog(store: ArtifactStore):
 def two_tower_model(
     context: dg.AssetExecutionContext, config: TwoTowerModelConfig, storage: StorageResource
 ) -> dg.MaterializeResult:
-    """The two-tower retrieval model (DESIGN.md §3), trained with Lightning on every ``training_pairs``
+    """The two-tower retrieval model, trained with Lightning on every ``training_pairs``
     partition (split column: train / validation) and the catalog (``dim_items``, else ``items``).
 
     Writes ``artifacts/models/<model_version>/``: ``model.ckpt``, the TorchScript ``user_tower.pt`` and
@@ -122,7 +81,7 @@ def two_tower_model(
     from relevance_core.model.train import CURVE_FILE, save_artifacts, train_two_tower
 
     store = storage.get_store()
-    cfg = config.to_core()
+    cfg = to_core(config, TwoTowerConfig)
     pairs = _pairs_source(store)
     items = _catalog(store)
     version = new_version()

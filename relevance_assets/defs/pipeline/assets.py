@@ -8,63 +8,37 @@ code reads, so the UI's lineage and the automation see the real dependencies.
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
+from relevance_assets.config import build_config, core_fields, to_core
 from relevance_assets.partitions import daily_partitions
 from relevance_assets.resources import StorageResource
 from relevance_core.pipeline.config import PairsConfig, SessionConfig
 from relevance_core.pipeline.pairs import build_training_pairs, history_days_needed
 from relevance_core.pipeline.sessionize import build_sessions
 
+#: the look-back the partition mappings declare (the defaults' reach)
 _DEFAULT_SESSION = SessionConfig()
 _DEFAULT_PAIRS = PairsConfig()
 
-
-class SessionsConfig(dg.Config):
-    """Run config of ``sessions``; the defaults are ``relevance_core.pipeline.config.SessionConfig``'s."""
-
-    gap_minutes: float = _DEFAULT_SESSION.gap_minutes
-    lookback_days: int = _DEFAULT_SESSION.lookback_days
-    max_events_per_minute: int | None = _DEFAULT_SESSION.max_events_per_minute
-    max_events_per_day: int | None = _DEFAULT_SESSION.max_events_per_day
-    event_weights: dict[str, float] | None = None
-
-    def to_core(self) -> SessionConfig:
-        kwargs = {
-            "gap_minutes": self.gap_minutes,
-            "lookback_days": self.lookback_days,
-            "max_events_per_minute": self.max_events_per_minute,
-            "max_events_per_day": self.max_events_per_day,
-        }
-        if self.event_weights is not None:
-            kwargs["event_weights"] = dict(self.event_weights)
-        return SessionConfig(**kwargs)
+#: Run config of ``sessions``: ``SessionConfig``'s fields and defaults
+SessionsConfig = build_config(
+    "SessionsConfig",
+    "Run config of ``sessions`` (``relevance_core.pipeline.config.SessionConfig``).",
+    core_fields(SessionConfig),
+)
 
 
-class TrainingPairsConfig(dg.Config):
-    """Run config of ``training_pairs``; ``session_*`` must match what ``sessions`` ran with."""
-
-    history_length: int = _DEFAULT_PAIRS.history_length
-    horizon_days: float = _DEFAULT_PAIRS.horizon_days
-    min_target_weight: float = _DEFAULT_PAIRS.min_target_weight
-    test_start: str | None = None
-    validation_start: str | None = None
-    test_days: int = _DEFAULT_PAIRS.test_days
-    validation_days: int = _DEFAULT_PAIRS.validation_days
-    session_gap_minutes: float = _DEFAULT_SESSION.gap_minutes
-    session_lookback_days: int = _DEFAULT_SESSION.lookback_days
+class TrainingPairsConfig(
+    build_config(
+        "_TrainingPairsFields",
+        "",
+        core_fields(PairsConfig)
+        | core_fields(SessionConfig, prefix="session_", only=("gap_minutes", "lookback_days")),
+    )
+):
+    """Run config of ``training_pairs`` (``PairsConfig``); ``session_*`` must match what ``sessions`` ran with."""
 
     def to_core(self) -> tuple[PairsConfig, SessionConfig]:
-        return (
-            PairsConfig(
-                history_length=self.history_length,
-                horizon_days=self.horizon_days,
-                min_target_weight=self.min_target_weight,
-                test_start=self.test_start,
-                validation_start=self.validation_start,
-                test_days=self.test_days,
-                validation_days=self.validation_days,
-            ),
-            SessionConfig(gap_minutes=self.session_gap_minutes, lookback_days=self.session_lookback_days),
-        )
+        return to_core(self, PairsConfig), to_core(self, SessionConfig, prefix="session_")
 
 
 @dg.asset(
@@ -93,7 +67,9 @@ def sessions(
     are whole and written once; the previous day is read as look-back. See
     ``relevance_core.pipeline.sessionize``."""
     keys = context.partition_key_range
-    result = build_sessions(spark.spark_session, storage.get_store(), keys.start, keys.end, config.to_core())
+    result = build_sessions(
+        spark.spark_session, storage.get_store(), keys.start, keys.end, to_core(config, SessionConfig)
+    )
     context.log.info(
         f"sessions {keys.start}..{keys.end}: {result.sessions} sessions, {result.events} events, "
         f"{result.bot_events} bot events quarantined"

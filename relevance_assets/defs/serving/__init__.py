@@ -1,2 +1,2 @@
 """Model → serving: item embeddings, the FAISS index, offline evaluation with blocking gates, and the
-published bundle (issue 5)."""
+published bundle."""

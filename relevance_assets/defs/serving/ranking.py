@@ -9,20 +9,24 @@ ranker never reaches users, and the run does not fail for it.
 
 import dagster as dg
 
+from relevance_assets.config import build_config, core_fields, to_core
 from relevance_assets.defs.serving.assets import MODEL_GROUP, model_version
 from relevance_assets.resources import StorageResource
+from relevance_core.ranking.build import MAX_RANKER_QUERIES
+from relevance_core.ranking.ranker import RankerConfig
+from relevance_core.ranking.stage import StageConfig
 
 
-class LearnedRankerConfig(dg.Config):
-    """``enabled=False`` builds the sources only. The other fields are
-    ``relevance_core.ranking.stage.StageConfig`` / ``ranker.RankerConfig`` knobs an operator may want to
-    change per run."""
+class LearnedRankerConfig(
+    build_config("_StageAndRankerFields", "", core_fields(StageConfig) | core_fields(RankerConfig))
+):
+    """The ranking stage's run config: every ``StageConfig`` (candidates per source) and ``RankerConfig``
+    (the LightGBM ranker and its gate) field with the core's default; ``enabled=False`` builds the
+    sources only."""
 
     enabled: bool = True
-    max_queries: int = 100_000
-    ann_k: int = 100
-    covisit_k: int = 50
-    num_threads: int = 2
+    #: validation queries the ranker is trained and gated on (the most recent ones)
+    max_queries: int = MAX_RANKER_QUERIES
 
 
 @dg.asset(
@@ -38,16 +42,14 @@ def learned_ranker(
     LightGBM lambdarank ranker over their features, trained on the validation days and kept only if it
     beats the retrieval-only order on held-out days (MRR@20 higher, HR@20 not lower)."""
     from relevance_core.ranking.build import build_ranking_stage, ranking_key
-    from relevance_core.ranking.ranker import RankerConfig
-    from relevance_core.ranking.stage import StageConfig
 
     store = storage.get_store()
     v = model_version(context, store)
     built = build_ranking_stage(
         store,
         v,
-        stage_cfg=StageConfig(ann_k=config.ann_k, covisit_k=config.covisit_k),
-        ranker_cfg=RankerConfig(num_threads=config.num_threads),
+        stage_cfg=to_core(config, StageConfig),
+        ranker_cfg=to_core(config, RankerConfig),
         max_queries=config.max_queries,
         with_ranker=config.enabled,
     )

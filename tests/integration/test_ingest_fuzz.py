@@ -1,4 +1,4 @@
-"""Hostile input for the landing parsers (issue 10, item 4), as hypothesis properties.
+"""Hostile input for the landing parsers (item 4), as hypothesis properties.
 
 Each example is a whole landing day: one CSV, one JSON Lines and one Parquet file made of valid events,
 events whose ids look like paths (``../``), SQL, control characters, unicode tricks or megabyte-long
