@@ -300,22 +300,25 @@ def _run(args: argparse.Namespace, out) -> dict[str, Any]:
         ref = baselines["session_knn"]
         result["hr_ratio_vs_session_knn"] = round(hr / ref["HR@20"], 4) if ref["HR@20"] else None
         result["mrr_ratio_vs_session_knn"] = round(mrr / ref["MRR@20"], 4) if ref["MRR@20"] else None
-        # the same rule the offline_evaluation gate applies to a bundle: a neural model that does not beat
-        # the one-minute co-occurrence baseline is not worth shipping
-        result["gate"] = {
-            "beats_session_knn": bool(hr > ref["HR@20"] and mrr > ref["MRR@20"]),
-            "beats_popularity": bool(
-                "popularity" in baselines
-                and hr > baselines["popularity"]["HR@20"]
-                and mrr > baselines["popularity"]["MRR@20"]
-            ),
-        }
+        result["gate"] = gate({"HR@20": hr, "MRR@20": mrr}, baselines)
         if not result["gate"]["beats_session_knn"]:
             out.step(
                 f"gate: the model ({hr} / {mrr}) does not beat session-kNN "
                 f"({ref['HR@20']} / {ref['MRR@20']}) on HR@20 and MRR@20"
             )
     return result
+
+
+def gate(model: dict[str, float], baselines: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    """The same rule the offline_evaluation gate applies to a bundle: the model must beat a baseline on
+    HR@20 *and* MRR@20 (a tie is not a win); a neural model that does not beat the one-minute
+    co-occurrence baseline is not worth shipping."""
+
+    def beats(name: str) -> bool:
+        ref = baselines.get(name)
+        return bool(ref) and model["HR@20"] > ref["HR@20"] and model["MRR@20"] > ref["MRR@20"]
+
+    return {"beats_session_knn": beats("session_knn"), "beats_popularity": beats("popularity")}
 
 
 def _store(path: Path):

@@ -25,8 +25,8 @@ def spark():
 @pytest.fixture(scope="session")
 def model(tmp_path_factory):
     """The tiny trained two-tower model the service tests publish bundles from (trained once per process
-    by ``e2e.bundle_fixture.trained_model``)."""
-    from e2e.bundle_fixture import trained_model
+    by ``support.bundles.trained_model``)."""
+    from support.bundles import trained_model
 
     return trained_model(0, root=tmp_path_factory.mktemp("models"))
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.browser import chromium, screenshot
+from support.bundles import assemble
+from support.service_process import Server, free_port
 
-from e2e.browser import chromium, screenshot
-from e2e.bundle_fixture import assemble
-from e2e.service_process import Server, free_port
 from relevance_core import bundle as B
 from relevance_core.storage import LocalStore
 

@@ -17,8 +17,8 @@ import dagster as dg
 import httpx
 import pytest
 from dagster_graphql import DagsterGraphQLClient
+from support.service_process import free_port, wait_for
 
-from e2e.service_process import free_port, wait_for
 from relevance_assets.freshness_state import read_freshness_states
 from relevance_core.storage import LocalStore
 

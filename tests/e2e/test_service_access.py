@@ -8,9 +8,9 @@ import re
 
 import httpx
 import pytest
+from support.bundles import publish_bundle
+from support.service_process import AUTH, TOKEN, Server
 
-from e2e.bundle_fixture import publish_bundle
-from e2e.service_process import AUTH, TOKEN, Server
 from relevance_core.storage import LocalStore
 
 pytestmark = pytest.mark.e2e

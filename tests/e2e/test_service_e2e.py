@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
+from support.bundles import publish_bundle, publish_corrupt
+from support.service_process import AUTH, Server, wait_for
 
-from e2e.bundle_fixture import publish_bundle, publish_corrupt
-from e2e.service_process import AUTH, Server, wait_for
 from relevance_core.storage import LocalStore
 
 pytestmark = pytest.mark.e2e

@@ -11,9 +11,9 @@ import signal
 
 import httpx
 import pytest
+from support.bundles import publish_bundle
+from support.service_process import AUTH, Server, wait_for
 
-from e2e.bundle_fixture import publish_bundle
-from e2e.service_process import AUTH, Server, wait_for
 from relevance_core.storage import LocalStore
 
 pytestmark = pytest.mark.e2e

@@ -120,8 +120,8 @@ def test_full_graph_publishes_a_verified_bundle_with_cold_items(tmp_path, monkey
 
     import httpx
     import pyarrow.parquet as pq
-    from e2e.browser import chromium, screenshot
-    from e2e.service_process import Server, free_port
+    from support.browser import chromium, screenshot
+    from support.service_process import Server, free_port
 
     newest = sorted((home / "lake" / "sessions").glob("date=*"))[-1]
     sessions = pq.read_table(newest, columns=["user_id", "item_ids"]).to_pylist()

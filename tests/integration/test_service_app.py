@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e.bundle_fixture import publish_bundle, publish_corrupt
-from e2e.service_process import wait_for
 from litestar.testing import TestClient
+from support.bundles import publish_bundle, publish_corrupt
+from support.service_process import wait_for
 
 from relevance_core.storage import LocalStore
 from relevance_service.app import create_app

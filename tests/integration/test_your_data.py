@@ -188,7 +188,7 @@ def _parse_curl(command: str, url: str) -> tuple[str, str, dict[str, str], str |
 def test_the_your_data_walk_runs_as_documented(tmp_path):
     import httpx
     import pandas as pd
-    from e2e.service_process import Server, free_port
+    from support.service_process import Server, free_port
 
     from relevance_core import bundle as B
     from relevance_core.storage import LocalStore
