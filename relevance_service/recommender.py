@@ -24,6 +24,7 @@ a selective filter, bounded by ``exact_scan_limit``), then popular items passing
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -80,19 +81,13 @@ class Slate:
 class Recommender:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
+        # the settings carry every rule knob under the rules' own names
         self.cfg = RerankConfig(
-            popularity_penalty=settings.popularity_penalty,
-            max_per_category=settings.max_per_category,
-            max_per_seller=settings.max_per_seller,
-            diversity=settings.diversity,
-            mmr_lambda=settings.mmr_lambda,
+            **{f.name: getattr(settings, f.name) for f in dataclasses.fields(RerankConfig)}
         )
         # popular lists are already popularity-ordered: no popularity penalty there
-        self.popular_cfg = RerankConfig(
-            popularity_penalty=0.0,
-            max_per_category=settings.max_per_category,
-            max_per_seller=settings.max_per_seller,
-            diversity="none" if settings.diversity == "none" else "caps",
+        self.popular_cfg = dataclasses.replace(
+            self.cfg, popularity_penalty=0.0, diversity="none" if settings.diversity == "none" else "caps"
         )
         self.exclude_types = frozenset(settings.exclude_seen_event_types)
 

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from relevance_core.ranking.rules import RerankConfig
 from relevance_core.schemas import EVENT_TYPES, EventType
 from relevance_core.settings import relevance_home
 from relevance_service.user_state import DEFAULT_TTL_S
@@ -21,6 +22,9 @@ from relevance_service.user_state import DEFAULT_TTL_S
 #: Interactions that mean "the user has seen this item": removed from their recommendations by default.
 #: ``impression`` is excluded: an item that was merely shown may be shown again.
 DEFAULT_EXCLUDE_SEEN: tuple[str, ...] = tuple(e for e in EVENT_TYPES if e != EventType.IMPRESSION)
+
+#: the rules' defaults (the settings below take them, under the same names)
+_RULES = RerankConfig()
 
 #: Hard ceilings that the OpenAPI schema advertises; the configurable limits must stay under them.
 HARD_MAX_K = 1000
@@ -129,15 +133,18 @@ class ServiceSettings:
         DEFAULT_EXCLUDE_SEEN, "comma-separated event types whose items are not recommended back to the user"
     )
     popularity_penalty: float = _setting(
-        0.05, "score subtracted x the item's popularity (log-scaled to 0..1): against popularity bias"
+        _RULES.popularity_penalty,
+        "score subtracted x the item's popularity (log-scaled to 0..1): against popularity bias",
     )
-    max_per_category: int = _setting(6, "diversity cap: items of one category per slate")
-    max_per_seller: int = _setting(3, "diversity cap: items of one seller per slate")
+    max_per_category: int = _setting(
+        _RULES.max_per_category, "diversity cap: items of one category per slate"
+    )
+    max_per_seller: int = _setting(_RULES.max_per_seller, "diversity cap: items of one seller per slate")
     diversity_category_level: int = _setting(2, "category path level the category cap counts on")
     diversity: str = _setting(
-        "caps", "`caps`, `mmr` (maximal marginal relevance over the embeddings) or `none`"
+        _RULES.diversity, "`caps`, `mmr` (maximal marginal relevance over the embeddings) or `none`"
     )
-    mmr_lambda: float = _setting(0.8, "relevance weight of MMR (1: no diversity)")
+    mmr_lambda: float = _setting(_RULES.mmr_lambda, "relevance weight of MMR (1: no diversity)")
     promotions_file: str | None = _setting(
         None,
         "a JSON file of additive boosts by item, category prefix or seller (`Promotions`), read at start",
