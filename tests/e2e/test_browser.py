@@ -1,7 +1,7 @@
 """The UIs in a real browser: the recommendation explorer (``/explorer``) against ``relevance serve`` running
 as a real uvicorn process with a real bundle, and the Dagster webserver's asset graph.
 
-Headless Debian Chromium driven by Playwright (``e2e/browser.py``). What the page shows is compared with
+Headless Debian Chromium driven by Playwright (``support/browser.py``). What the page shows is compared with
 what the public API answers for the same request, so the tests check the page's wiring (filters, events,
 guest history), not just that something rendered. Screenshots land in ``test-artifacts/screenshots/``.
 """

@@ -1,5 +1,5 @@
 """The recommendation API in-process (Litestar ``TestClient`` as a context manager runs the lifespan), with
-a real bundle (tests/e2e/bundle_fixture.py: real training, export, FAISS, publishing)."""
+a real bundle (tests/support/bundles.py: real training, export, FAISS, publishing)."""
 
 from __future__ import annotations
 

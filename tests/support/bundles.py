@@ -121,7 +121,7 @@ def assemble(
         items=model.items,
         popularity=model.popularity,
         version=version,
-        data={"source": "tests/e2e/bundle_fixture.py", "seed": model.seed},
+        data={"source": "tests/support/bundles.py", "seed": model.seed},
         ranking_dir=ranking_dir,
     )
     if promotions is not None:
