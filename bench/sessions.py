@@ -171,10 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, out) -> dict[str, Any]:
     from bench.session_pipeline import run_pipeline
-    from relevance_core.evaluation.baselines import PopularityRecommender
-    from relevance_core.evaluation.runner import load_pairs
     from relevance_core.session_bench import convert, validation
-    from relevance_core.session_bench.knn import SessionKNN, default_knn_config
     from relevance_core.session_bench.predictions import hit_and_mrr, serve_predictions
 
     t_start = time.perf_counter()
@@ -232,25 +229,7 @@ def _run(args: argparse.Namespace, out) -> dict[str, Any]:
             by_source[name] = {"HR@20": s_hr, "MRR@20": s_mrr}
         pipeline_s = time.perf_counter() - t_start
 
-        baselines: dict[str, Any] = {}
-        if not args.skip_baselines:
-            t0 = time.perf_counter()
-            train_pairs = load_pairs(pipe.store, "train", ["target_item_id", "target_weight"])
-            pop = PopularityRecommender.fit(train_pairs)
-            p_hr, p_mrr = hit_and_mrr(pop.recommend(prefixes, METRIC_K, exclude_seen=False), labels, METRIC_K)
-            baselines["popularity"] = {
-                "HR@20": p_hr,
-                "MRR@20": p_mrr,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            t0 = time.perf_counter()
-            knn = SessionKNN(train, default_knn_config(cfg["knn"]))
-            k_hr, k_mrr = hit_and_mrr(knn.recommend(prefixes, METRIC_K), labels, METRIC_K)
-            baselines["session_knn"] = {
-                "HR@20": k_hr,
-                "MRR@20": k_mrr,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
+        baselines = {} if args.skip_baselines else _baselines(pipe.store, train, prefixes, labels, cfg["knn"])
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -307,6 +286,27 @@ def _run(args: argparse.Namespace, out) -> dict[str, Any]:
                 f"({ref['HR@20']} / {ref['MRR@20']}) on HR@20 and MRR@20"
             )
     return result
+
+
+def _baselines(store, train, prefixes, labels, knn_config) -> dict[str, dict[str, Any]]:
+    """Popularity (from the pipeline's own train split) and session-kNN (from the training sessions),
+    scored on the same rows with the same metric functions; each with its seconds."""
+    from relevance_core.evaluation.baselines import PopularityRecommender
+    from relevance_core.evaluation.runner import load_pairs
+    from relevance_core.session_bench.knn import SessionKNN, default_knn_config
+    from relevance_core.session_bench.predictions import hit_and_mrr
+
+    def scored(lists, t0: float) -> dict[str, Any]:
+        hr, mrr = hit_and_mrr(lists, labels, METRIC_K)
+        return {"HR@20": hr, "MRR@20": mrr, "seconds": round(time.perf_counter() - t0, 1)}
+
+    t0 = time.perf_counter()
+    pop = PopularityRecommender.fit(load_pairs(store, "train", ["target_item_id", "target_weight"]))
+    out = {"popularity": scored(pop.recommend(prefixes, METRIC_K, exclude_seen=False), t0)}
+    t0 = time.perf_counter()
+    knn = SessionKNN(train, default_knn_config(knn_config))
+    out["session_knn"] = scored(knn.recommend(prefixes, METRIC_K), t0)
+    return out
 
 
 def gate(model: dict[str, float], baselines: dict[str, dict[str, Any]]) -> dict[str, bool]:
