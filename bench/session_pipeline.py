@@ -75,9 +75,9 @@ def run_pipeline(
     )
     seconds: dict[str, float] = {}
 
-    def execute(key: str, assets: list[str], **kwargs: Any):
+    def execute(key: str, assets: list[str], *, days: list[str] | None = None, **kwargs: Any):
         t0 = time.perf_counter()
-        res = run.execute(key, assets, **kwargs)
+        res = run.execute_range(key, assets, days, **kwargs) if days else run.execute(key, assets, **kwargs)
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t0
         if not res.success:
             raise RuntimeError(f"materializing {assets} failed")
@@ -92,10 +92,8 @@ def run_pipeline(
     pairs_cfg.setdefault("test_start", layout.test_start)
     pairs_cfg.setdefault("validation_start", layout.validation_start or layout.test_start)
     say(f"materializing sessions + training_pairs {layout.days[0]}..{layout.days[-1]}")
-    days = layout.days
-    tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
     res = execute(
-        "sessions_pairs", ["sessions", "training_pairs"], ops={"training_pairs": pairs_cfg}, tags=tags
+        "sessions_pairs", ["sessions", "training_pairs"], days=layout.days, ops={"training_pairs": pairs_cfg}
     )
     pairs_md = metadata(res, "training_pairs")
     sess_md = metadata(res, "sessions")

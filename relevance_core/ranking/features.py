@@ -141,6 +141,7 @@ def candidate_features(
         np.asarray(g.covisit_rank, np.float32),
         np.asarray(g.popular_rank, np.float32),
         np.asarray(hist.rows, np.int64),
+        hist.recency_weights(),
         np.asarray(hist.events, np.float32),
         np.asarray(hist.ages_s, np.float64),
         attrs.path_code,
@@ -167,6 +168,7 @@ def _fill(
     cv_rank,
     pop_rank,
     h_rows,
+    weights,
     h_events,
     h_ages,
     path_code,
@@ -184,9 +186,6 @@ def _fill(
     best_ann = ann_score.max()
     best_cv = cv_score.max()
     cv_scale = np.float32(1.0 / np.float64(best_cv)) if best_cv > 0 else np.float32(0.0)
-    weights = np.empty(L, np.float32)  # recency: 1 for the most recent entry, 1/2 before it, ...
-    for j in range(L):
-        weights[j] = np.float32(1.0 / (L - j))
     h_path = np.full(L, -1, np.int64)
     h_brand = np.full(L, -1, np.int64)
     h_price = np.empty(L, np.float64)

@@ -111,16 +111,15 @@ class RankingStage:
 
     def warm(self) -> None:
         """Run one made-up query through the compiled kernels, so they are compiled (or loaded from
-        numba's on-disk cache) while the bundle loads rather than on its first request."""
+        numba's on-disk cache) while the bundle loads rather than on its first request (the ranker's
+        trees warm themselves when it is built)."""
         if self.n_items == 0:
             return
         hist = History(np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1))
         ann = np.arange(min(self.n_items, 2), dtype=np.int64)
         ctx = self.context(hist)
         rows = self.candidates(hist, ann, ctx)
-        X = self.features(hist, rows, ann, np.zeros(len(rows), np.float32), 0.0, ctx)
-        if self.ranker is not None:
-            self.ranker.predict(X)
+        self.features(hist, rows, ann, np.zeros(len(rows), np.float32), 0.0, ctx)
 
     def save(self, directory: str | Path, stats: pa.Table) -> None:
         """Write the sources (and the ranker when there is one) to ``directory``."""

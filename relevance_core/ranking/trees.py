@@ -26,12 +26,13 @@ from relevance_core.compiled import kernel
 _CHUNK = 16_384
 #: objectives whose ``predict`` is the plain sum of the trees' leaf values
 _RAW_OBJECTIVES = ("lambdarank", "rank_xendcg", "regression")
-_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+#: a mask with every leaf still possible
+_EVERY = np.uint64(0xFFFFFFFFFFFFFFFF)
 #: de Bruijn sequence for the index of a 64-bit word's lowest set bit
 _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 _LOWEST_BIT = np.zeros(64, np.int8)
 for _i in range(64):
-    _LOWEST_BIT[((1 << _i) * 0x03F79D71B4CB0A89 & _ALL.item()) >> 58] = _i
+    _LOWEST_BIT[((1 << _i) * int(_DEBRUIJN) & int(_EVERY)) >> 58] = _i
 
 
 @kernel
@@ -40,10 +41,8 @@ def _score(X, feature, threshold, nan_left, clear, tree_start, leaf_start, leaf_
     cols = np.ascontiguousarray(X.T).astype(np.float64)
     out = np.zeros(n, np.float64)
     state = np.empty(n, np.uint64)
-    every = np.uint64(0xFFFFFFFFFFFFFFFF)
-    debruijn = np.uint64(0x03F79D71B4CB0A89)
     for t in range(tree_start.shape[0] - 1):
-        state[:] = every
+        state[:] = _EVERY
         for j in range(tree_start[t], tree_start[t + 1]):
             col = cols[feature[j]]
             th = threshold[j]
@@ -51,12 +50,12 @@ def _score(X, feature, threshold, nan_left, clear, tree_start, leaf_start, leaf_
             m = clear[j]
             for i in range(n):
                 v = col[i]
-                state[i] &= every if (v <= th) | (np.isnan(v) & nl) else m
+                state[i] &= _EVERY if (v <= th) | (np.isnan(v) & nl) else m
         base = leaf_start[t]
         for i in range(n):
             s = state[i]
             low = s & (~s + np.uint64(1))
-            out[i] += leaf_value[base + lowest_bit[(low * debruijn) >> np.uint64(58)]]
+            out[i] += leaf_value[base + lowest_bit[(low * _DEBRUIJN) >> np.uint64(58)]]
     return out
 
 
@@ -170,7 +169,7 @@ def _flatten(
     right = _flatten(node["right_child"], leaves, feature, threshold, nan_left, clear)
     if right is None:
         return None
-    mask = (1 << 64) - 1
+    mask = int(_EVERY)
     for leaf in left:  # indices within the tree: ``leaves`` is the tree's own list
         mask &= ~(1 << leaf)
     clear[at] = mask
