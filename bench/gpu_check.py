@@ -17,7 +17,6 @@ object on the last line is also written to ``$OUT/gpu_check.json`` when ``$OUT``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -115,15 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench/gpu_check.py", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    result = run(p.parse_args(argv))
-    line = json.dumps(result, default=str)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"]).mkdir(parents=True, exist_ok=True)
-        (Path(os.environ["OUT"]) / "gpu_check.json").write_text(line + "\n")
-    print(line)
-    return 0 if result.get("ok") else 1
+    from bench.device_main import device_main  # after __main__ put the repository root on the path
+
+    return device_main("gpu_check", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

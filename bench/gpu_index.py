@@ -19,7 +19,6 @@ catalog and no GPU index (CPU FAISS stands in), so the script can be checked bef
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -205,15 +204,9 @@ def run(args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench/gpu_index.py", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    result = run(p.parse_args(argv))
-    line = json.dumps(result, default=str)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"]).mkdir(parents=True, exist_ok=True)
-        (Path(os.environ["OUT"]) / "gpu_index.json").write_text(line + "\n")
-    print(line)
-    return 0 if result.get("ok") else 1
+    from bench.device_main import device_main  # after __main__ put the repository root on the path
+
+    return device_main("gpu_index", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

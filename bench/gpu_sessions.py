@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -116,15 +115,9 @@ def run(args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench/gpu_sessions.py", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    result = run(p.parse_args(argv))
-    line = json.dumps(result, default=str)
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"]).mkdir(parents=True, exist_ok=True)
-        (Path(os.environ["OUT"]) / "gpu_sessions.json").write_text(line + "\n")
-    print(line)
-    return 0
+    from bench.device_main import device_main  # after __main__ put the repository root on the path
+
+    return device_main("gpu_sessions", __doc__, add_arguments, run, argv, gate=False)
 
 
 if __name__ == "__main__":

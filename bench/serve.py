@@ -48,15 +48,11 @@ Goals: ``p99_ms`` ≤ 10 at 500 req/s offered; ``ratio`` ≥ 0.6.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
 import os
 import random
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,8 +61,17 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token"
+from bench.load import _client_process, get_request, post_request
+from bench.processes import (
+    TOKEN,
+    drain,
+    free_port,
+    redis_latency_events,
+    start_redis,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 
 
 def add_arguments(p) -> None:
@@ -345,142 +350,6 @@ def ensure_bundle(
     return home, {**build_bundle(home, n_items, seed, encoder), "cached": False}
 
 
-# -- 2. the server ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(
-    home: Path, port: int, workers: int, log_path: Path, env: dict[str, str] | None = None
-) -> subprocess.Popen:
-    """``relevance serve`` on 127.0.0.1 in its own process; ``env`` adds or overrides ``RELEVANCE_*``."""
-    from relevance_cli.commands.serve import serve_argv
-
-    env = {
-        **os.environ,
-        "RELEVANCE_HOME": str(home),
-        "RELEVANCE_API_TOKEN": TOKEN,
-        "RELEVANCE_PSEUDONYM_KEY": "bench",
-        "RELEVANCE_SEED_FROM_LAKE": "0",
-        "RELEVANCE_POLL_INTERVAL_S": "60",
-        **(env or {}),
-    }
-    log = open(log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
-    return subprocess.Popen(
-        serve_argv(port, workers=workers),
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def start_redis(work_dir: Path, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
-    """A ``redis-server`` on 127.0.0.1 (no persistence) for a shared user state: (process, URL)."""
-    import redis
-
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server not found (apt-get install redis-server; `make test` installs it)")
-    port = free_port()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    log = open(work_dir / "redis.log", "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        # latency-monitor: Redis notes any of its own events slower than 25 ms (read after the open loop)
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--latency-monitor-threshold", "25"],
-        cwd=work_dir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.time() + timeout
-    while True:
-        try:
-            client.ping()
-            return proc, url
-        except redis.exceptions.ConnectionError as e:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                tail = (work_dir / "redis.log").read_text()[-2000:]
-                raise RuntimeError(f"redis-server did not start: {tail}") from e
-            time.sleep(0.05)
-
-
-def redis_latency_events(url: str) -> list[dict[str, Any]]:
-    """What Redis's latency monitor noted (its own events slower than the threshold), then reset it."""
-    import redis
-
-    with redis.Redis.from_url(url) as r:
-        events = r.execute_command("LATENCY", "LATEST") or []
-        r.execute_command("LATENCY", "RESET")
-    return [
-        {
-            "event": e[0].decode() if isinstance(e[0], bytes) else e[0],
-            "at": int(e[1]),
-            "ms": int(e[2]),
-            "max_ms": int(e[3]),
-        }
-        for e in events
-    ]
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM (uvicorn's graceful shutdown), then SIGKILL if it has not gone in 30 s."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def wait_ready(
-    url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 900.0, workers: int = 1
-) -> None:
-    """Until ``workers`` distinct worker processes have answered ``/readyz`` (each on a fresh connection,
-    which the kernel hands to a random listening worker): a load started while one worker is still
-    loading its bundle would pin every connection to the others."""
-    import httpx
-
-    seen: set[int] = set()
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=2)
-            if r.status_code == 200:
-                seen.add(r.json().get("worker"))
-                if len(seen) >= workers:
-                    return
-                time.sleep(0.1)
-                continue
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server did not become ready ({len(seen)} of {workers} workers answered)")
-
-
-def drain(url: str, timeout: float = 120.0) -> None:
-    """Wait until the server answers promptly again (a backlog left by an overloaded phase must not be
-    measured by the next one)."""
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        t = time.perf_counter()
-        try:
-            httpx.get(f"{url}/healthz", timeout=30)
-        except httpx.HTTPError:
-            pass
-        if time.perf_counter() - t < 0.05:
-            return
-        time.sleep(0.5)
-
-
 def bundle_item_ids(home: Path) -> list[str]:
     """The item ids of the bundle ``LATEST`` names in the local store at ``home``."""
     import pyarrow.parquet as pq
@@ -508,293 +377,6 @@ def seed_users(url: str, histories: dict[str, list[str]]) -> None:
         for s in range(0, len(events), 1000):
             r = c.post("/v1/events", json={"events": events[s : s + 1000]})
             r.raise_for_status()
-
-
-# -- 3. the load generator (runs in its own process) --------------------------------------------------------------
-def get_request(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-
-
-def post_request(path: str, body: dict[str, Any]) -> bytes:
-    import json
-
-    data = json.dumps(body, separators=(",", ":")).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(data)}\r\n\r\n"
-    )
-    return head.encode() + data
-
-
-PERSONALIZED = b'"strategy":"personalized"'
-
-
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bytes, bool]:
-    """Send one pre-built request on a keep-alive connection; (status, body, whether the connection may
-    be reused: not after ``Connection: close``, which a worker holding more than its share of
-    connections sends, ``relevance_service.connection_balance``)."""
-    writer.write(request)
-    status = int((await reader.readline()).split()[1])
-    length = 0
-    keep = True
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"connection" and value.strip().lower() == b"close":
-            keep = False
-    return status, await reader.readexactly(length) if length else b"", keep
-
-
-async def _open(port: int, tries: int = 20) -> tuple[tuple, int | None]:
-    """A keep-alive connection and the server process behind it (``/readyz`` names it); a connection the
-    server asks to close at once (its worker is over its share) is replaced by a fresh one."""
-    import json
-
-    for _ in range(tries):
-        c = await asyncio.open_connection("127.0.0.1", port)
-        _, body, keep = await _exchange(*c, get_request("/readyz"))
-        if keep:
-            return c, json.loads(body).get("worker") if body else None
-        c[1].close()
-    raise ConnectionError(f"no keep-alive connection after {tries} tries")
-
-
-async def _http_call(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bool, bool]:
-    """Send one pre-built request; (status, whether the answer was personalised, keep the connection)."""
-    status, body, keep = await _exchange(reader, writer, request)
-    return status, PERSONALIZED in body, keep
-
-
-def _split(workers) -> dict[str, int]:
-    """Connections per worker pid (as text, for JSON)."""
-    out: dict[str, int] = {}
-    for w in workers:
-        if w is not None:
-            out[str(w)] = out.get(str(w), 0) + 1
-    return dict(sorted(out.items()))
-
-
-async def _load(
-    port: int,
-    paths: list[bytes],
-    mode: str,
-    rate: float,
-    duration: float,
-    warmup: float,
-    concurrency: int,
-    connections: int,
-) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    # latencies on a fine clock: uvloop's loop.time() counts whole milliseconds
-    clock = time.perf_counter
-    # open loop: a request that cannot even be sent because this many are already outstanding counts as
-    # an error (the server is not keeping up); without a cap a stalled server would be buried under
-    # thousands of queued requests and the next phase would measure the backlog
-    max_in_flight = 512
-    in_flight = 0
-    dropped = 0
-    # a fixed FIFO pool of keep-alive connections opened up front: requests rotate over all of them, so
-    # with several workers (each owning the connections it accepted) the load spreads the way many
-    # clients' traffic would. A LIFO pool reuses the same one or two connections whenever the server
-    # keeps up, which sends nearly every request to one worker and measures that worker's queue instead.
-    # The pool does not grow: a request that finds every connection busy waits for one (counted in its
-    # latency and in ``pool_waits``), as a client with a connection limit does. A pool that grew under a
-    # backlog (it did until the eighth session) spread the backlog over ever more connections, which
-    # the workers then had to even out while already behind.
-    opened = [await _open(port) for _ in range(connections)]
-    idle: asyncio.Queue[tuple] = asyncio.Queue()
-    for c, _ in opened:
-        idle.put_nowait(c)
-    # which worker holds each connection: a slow second on one worker is that worker's, on all of them
-    # something they share (Redis, the client, the host)
-    worker_of = {id(c[1]): w for c, w in opened}
-    split_at_start = _split(worker_of.values())
-    reconnects = 0
-    pool_waits = 0
-    pending: set[asyncio.Task] = set()
-    lat: list[float] = []
-    sent_at: list[float] = []  # scheduled send times of the measured requests (for the timeline)
-    served_by: list[int | None] = []
-    # how late this client started each measured request: a stall of its own event loop (not the
-    # server's) shows here, in the second it happened
-    send_lag: list[tuple[float, float]] = []
-    errors = 0
-    done = 0
-    answered = 0  # warm-up included: what the server's CPU time per phase is divided by
-    personalized = 0
-    kinds: dict[str, int] = {}
-    rng = random.Random(1)
-
-    async def call(request: bytes, held: list):
-        """One request on a pooled connection (``held`` gets it, so a failure can replace it); one the
-        server closed while idle (uvicorn's keep-alive timeout) fails before any answer: that request is
-        re-sent once on a fresh connection, as any HTTP client pool does. Returns (connection, status,
-        personalised, keep the connection)."""
-        nonlocal pool_waits
-        if idle.empty():
-            pool_waits += 1
-        c = await idle.get()
-        held.append(c)
-        try:
-            return (c, *await _http_call(*c, request))
-        except (ConnectionError, asyncio.IncompleteReadError, IndexError, ValueError):
-            c[1].close()
-        c = await asyncio.open_connection("127.0.0.1", port)
-        held[0] = c
-        return (c, *await _http_call(*c, request))
-
-    async def replace(c: tuple | None) -> None:
-        """Retire a connection (shed by the server with ``Connection: close``, or broken by an error) and
-        pool a fresh one, as an HTTP client pool does, off the measured request's path."""
-        nonlocal reconnects
-        if c is not None:
-            c[1].close()
-            worker_of.pop(id(c[1]), None)
-        try:
-            fresh, w = await _open(port)
-        except (OSError, ConnectionError):
-            return
-        reconnects += 1
-        worker_of[id(fresh[1])] = w
-        idle.put_nowait(fresh)
-
-    def retire(c: tuple | None) -> None:
-        task = loop.create_task(replace(c))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    async def one(t_sched: float, measure: bool) -> None:
-        nonlocal errors, done, in_flight
-        in_flight += 1
-        try:
-            await _one(t_sched, measure)
-        finally:
-            in_flight -= 1
-
-    async def _one(t_sched: float, measure: bool) -> None:
-        nonlocal errors, done, personalized, answered
-        if measure:
-            send_lag.append((t_sched, clock() - t_sched))
-        try:
-            held: list = []
-            c, status, pers, keep = await asyncio.wait_for(call(rng.choice(paths), held), timeout=10)
-        except Exception as e:
-            errors += measure
-            kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + measure
-            if held:  # the connection is in an unknown state: the pool gets a fresh one
-                retire(held[0])
-            return
-        if keep:
-            idle.put_nowait(c)
-        else:
-            retire(c)
-        answered += 1
-        if measure:
-            lat.append(clock() - t_sched)
-            sent_at.append(t_sched)
-            served_by.append(worker_of.get(id(c[1])))  # None: a connection opened during the run
-            done += 1
-            personalized += pers
-            if status != 200:
-                errors += 1
-                kinds[f"http {status}"] = kinds.get(f"http {status}", 0) + 1
-
-    cpu0 = time.process_time()
-    if mode == "open":
-        tasks = set()
-        start = clock() + 0.05
-        n_warm, n = int(rate * warmup), int(rate * (warmup + duration))
-        t_measure = start + warmup
-        for i in range(n):
-            t = start + i / rate
-            delay = t - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if in_flight >= max_in_flight:
-                dropped += i >= n_warm
-                errors += i >= n_warm
-                continue
-            task = loop.create_task(one(t, i >= n_warm))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*list(tasks))
-        wall = clock() - t_measure
-    else:
-        stop_warm = clock() + warmup
-        end = stop_warm + duration
-
-        async def worker() -> None:
-            while clock() < end:
-                t = clock()
-                await one(t, t >= stop_warm)
-
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        wall = duration
-    await asyncio.gather(*list(pending))
-    cpu = time.process_time() - cpu0
-    while not idle.empty():
-        idle.get_nowait()[1].close()
-    arr = np.asarray(lat) * 1000.0
-    # p99 per second of the run: a periodic stall (a flush, a collection) shows as a beat, queueing as noise
-    sec = (np.asarray(sent_at) - min(sent_at)).astype(int) if sent_at else np.zeros(0, int)
-    by_second = [round(float(np.percentile(arr[sec == s], 99)), 1) for s in np.unique(sec)]
-    workers = np.asarray([w if w is not None else -1 for w in served_by])
-    known = sorted({*worker_of.values(), *(int(w) for w in split_at_start)} - {None})
-    by_worker = {
-        str(w): [
-            round(float(np.percentile(arr[(sec == s) & (workers == w)], 99)), 1)
-            if ((sec == s) & (workers == w)).any()
-            else None
-            for s in np.unique(sec)
-        ]
-        for w in known
-    }
-    lag_by_second = [0.0] * len(by_second)
-    for t, lag in send_lag:
-        s = int(t - min(sent_at, default=t))
-        if 0 <= s < len(lag_by_second):
-            lag_by_second[s] = max(lag_by_second[s], round(lag * 1000.0, 1))
-    return {
-        "requests": done,
-        "answered_incl_warmup": answered,
-        "errors": errors,
-        "error_kinds": kinds,
-        "rps": round(done / wall, 1) if wall > 0 else 0.0,
-        "p50_ms": round(float(np.percentile(arr, 50)), 3) if len(arr) else None,
-        "p99_ms": round(float(np.percentile(arr, 99)), 3) if len(arr) else None,
-        "max_ms": round(float(arr.max()), 3) if len(arr) else None,
-        "p99_by_second_ms": by_second,
-        "p99_by_second_by_worker_ms": by_worker,
-        "client_send_lag_by_second_ms": lag_by_second,
-        # the kernel's split of the connections opened up front, and the split at the end, after workers
-        # holding more than their share had the client reconnect (``reconnects`` times)
-        "connections_per_worker_at_start": split_at_start,
-        "connections_per_worker": _split(worker_of.values()),
-        "reconnects": reconnects,
-        "pool_waits": pool_waits,
-        "measured_from": min(sent_at) if sent_at else None,  # perf_counter: the seconds' origin
-        "client_cpu_pct": round(100.0 * cpu / (warmup + wall), 1),
-        "not_sent": dropped,
-        # share of answers from the user tower (not the popular fallback): a check that the load measures
-        # the personalised path (≈ 0.9 with 10% unknown users)
-        "personalized_share": round(personalized / done, 3) if done else None,
-    }
-
-
-def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency, connections) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    q.put(asyncio.run(_load(port, paths, mode, rate, duration, warmup, concurrency, connections)))
 
 
 #: /proc/vmstat counters the meter reads each second: memory-management work that stops a process
@@ -1021,8 +603,9 @@ def raw_path_rps(
     faiss.omp_set_num_threads(1)
     store = LocalStore(home)
     path, manifest = B.fetch(store, B.latest_version(store))
-    b = ServingBundle.load(path, manifest, verify=False, user_tower_runtime=runtime)
-    k = ServiceSettings().candidates_k
+    settings = ServiceSettings(user_tower_runtime=runtime)
+    b = ServingBundle.load(path, manifest, settings=settings, verify=False)
+    k = settings.candidates_k
     hists = [[(i, "view", 60.0 * (j + 1)) for j, i in enumerate(h)] for h in histories.values()]
     for h in hists[:20]:
         b.search(b.user_vector(h), k)

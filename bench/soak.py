@@ -45,18 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.serve import (
-    TOKEN,
-    _rss_mb,
-    build_bundle,
-    bundle_item_ids,
-    free_port,
-    seed_users,
-    stop_server,
-    user_histories,
-    wait_ready,
-)
-from bench.serve import start_server as serve_process
+from bench.processes import TOKEN, free_port, stop_server, wait_ready
+from bench.processes import start_server as serve_process
+from bench.serve import _rss_mb, build_bundle, bundle_item_ids, seed_users, user_histories
 
 MAX_IN_FLIGHT = 512
 TIMEOUT_S = 10.0

@@ -39,6 +39,7 @@ import msgspec
 from relevance_core.settings import LAYOUT
 from relevance_core.storage import ArtifactStore
 from relevance_service.metrics import ServiceMetrics
+from relevance_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +97,15 @@ class LandingWriter:
         self,
         store: ArtifactStore,
         metrics: ServiceMetrics | None = None,
-        *,
-        flush_s: float = 2.0,
-        max_pending: int = 200_000,
-        impressions: bool = True,
-        persist_items: bool = True,
+        settings: ServiceSettings | None = None,
     ):
+        s = settings or ServiceSettings()
         self.store = store
         self.metrics = metrics
-        self.flush_s = flush_s
-        self.max_pending = max_pending
-        self.impressions_enabled = impressions
-        self.persist_items = persist_items
+        self.flush_s = s.landing_flush_s
+        self.max_pending = s.landing_max_pending
+        self.impressions_enabled = s.impressions_enabled
+        self.persist_items = s.persist_live_items
         self._files: dict[str, list[Record]] = defaultdict(list)  # file prefix → records to write
         self._retry: list[Batch] = []  # files whose write failed, to write again under the same key
         self._pending = 0

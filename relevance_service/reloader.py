@@ -42,7 +42,7 @@ from relevance_service.live_items import LiveOverlay, ServingState
 from relevance_service.serving_bundle import ServingBundle
 
 if TYPE_CHECKING:
-    from relevance_service.app import Service
+    from relevance_service.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -223,18 +223,8 @@ class BundleReloader:
 
     def _build(self, path: Path, manifest: Manifest) -> ServingState:
         svc = self.service
-        s = svc.settings
-        b = ServingBundle.load(
-            path,
-            manifest,
-            nprobe=s.nprobe,
-            ef_search=s.ef_search,
-            history_length=s.history_length,
-            diversity_level=s.diversity_category_level,
-            promotions=svc.promotions,
-            verify=False,  # fetch just verified it
-            user_tower_runtime=s.user_tower_runtime,
-        )
+        # verify=False: fetch just verified it
+        b = ServingBundle.load(path, manifest, settings=svc.settings, promotions=svc.promotions, verify=False)
         return ServingState(b, LiveOverlay.build(b, svc.catalog))
 
     def _unreachable(self, current: str | None, error: str) -> ReloadOutcome:

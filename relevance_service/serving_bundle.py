@@ -48,6 +48,7 @@ from relevance_core.ranking.rules import Promotions, boost_per_code, category_pr
 from relevance_core.ranking.stage import RankingStage
 from relevance_core.schemas import EVENT_TYPE_CODES
 from relevance_service.packed_rows import PackedRows
+from relevance_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -182,30 +183,20 @@ class ServingBundle:
         path: Path,
         manifest: Manifest | None = None,
         *,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-        history_length: int | None = None,
-        diversity_level: int = 2,
+        settings: ServiceSettings | None = None,
         promotions: Promotions | None = None,
         verify: bool = True,
-        user_tower_runtime: str = "auto",
     ) -> ServingBundle:
-        """Load and check a bundle directory; raise :class:`BundleError` if anything is wrong with it."""
+        """Load and check a bundle directory; raise :class:`BundleError` if anything is wrong with it.
+
+        ``settings`` supplies the serving knobs (search breadth, history length, diversity level, user
+        tower runtime); the defaults when omitted, as a library caller or a benchmark wants."""
         path = Path(path)
         t0 = time.perf_counter()
         if verify or manifest is None:
             manifest = bundle_format.verify_dir(path)
         try:
-            b = cls._load(
-                path,
-                manifest,
-                nprobe=nprobe,
-                ef_search=ef_search,
-                history_length=history_length,
-                diversity_level=diversity_level,
-                promotions=promotions,
-                user_tower_runtime=user_tower_runtime,
-            )
+            b = cls._load(path, manifest, settings or ServiceSettings(), promotions)
         except BundleError:
             raise
         except Exception as e:  # torch/faiss/arrow errors on a corrupt file all mean "do not serve this"
@@ -219,15 +210,11 @@ class ServingBundle:
         cls,
         path: Path,
         manifest: Manifest,
-        *,
-        nprobe: int | None,
-        ef_search: int | None,
-        history_length: int | None,
-        diversity_level: int,
+        settings: ServiceSettings,
         promotions: Promotions | None,
-        user_tower_runtime: str,
     ) -> ServingBundle:
-        user_tower, user_encoder, item_tower = _towers(path, manifest, user_tower_runtime)
+        diversity_level = settings.diversity_category_level
+        user_tower, user_encoder, item_tower = _towers(path, manifest, settings.user_tower_runtime)
         encoder = FeatureEncoder.from_json((path / bundle_format.FEATURES).read_bytes())
         index, ids_arr, embeddings = _index_and_vectors(path, manifest)
         item_ids = ids_arr.to_pylist()
@@ -265,8 +252,8 @@ class ServingBundle:
         tuned = dict(manifest.extra.get("search_params") or {}) if isinstance(manifest.extra, dict) else {}
         tuned.update(manifest.model.get("search_params") or {} if isinstance(manifest.model, dict) else {})
         breadth = SearchBreadth(
-            nprobe=int(nprobe or tuned.get("nprobe") or 32),
-            ef_search=int(ef_search or tuned.get("ef_search") or 128),
+            nprobe=int(settings.nprobe or tuned.get("nprobe") or 32),
+            ef_search=int(settings.ef_search or tuned.get("ef_search") or 128),
         )
         return cls(
             version=manifest.version,
@@ -298,7 +285,7 @@ class ServingBundle:
             location_index={s: i for i, s in enumerate(codes["locations"])},
             promotions=promo,
             default_breadth=breadth,
-            history_length=int(history_length or manifest.history_length or encoder.history_length),
+            history_length=int(settings.history_length or manifest.history_length or encoder.history_length),
             diversity_level=diversity_level,
             user_encoder=user_encoder,
             ranking=ranking,

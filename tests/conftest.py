@@ -49,7 +49,7 @@ def diginetica_dir() -> Path:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real Redis server on 127.0.0.1 for the session (``make test`` installs ``redis-server``)."""
-    from bench.serve import start_redis
+    from support.service_process import start_redis
 
     try:
         proc, url = start_redis(tmp_path_factory.mktemp("redis"))

@@ -191,59 +191,17 @@ def train_two_tower(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     cfg = resolve_content(cfg, items_table)
-    dataset = open_pairs(pairs_source)
-    target_counter, all_counter, n_train = scan_item_counts(dataset, "train")
-    if n_train == 0:
-        raise ValueError("training_pairs has no rows with split='train'")
-    val_split = "validation" if count_rows(dataset, "validation") > 0 else "train"
-    if items_table is None:
-        import pandas as pd
-
-        items_table = pd.DataFrame({"item_id": sorted(all_counter)})
-    encoder = FeatureEncoder.fit(
-        items_table,
-        all_counter,
-        min_item_count=cfg.min_item_count,
-        title_buckets=cfg.title_buckets,
-        max_title_tokens=cfg.max_title_tokens,
-        history_length=cfg.history_length,
-    )
-    catalog = encoder.encode_catalog(items_table)
-    rows = encoder.rows_of(target_counter.keys())
-    target_counts = torch.zeros(encoder.n_rows, dtype=torch.float64)
-    target_counts[torch.from_numpy(rows)] = torch.tensor(list(target_counter.values()), dtype=torch.float64)
-    target_counts[0] = 0
-
+    data = _Vocabulary.fit(cfg, pairs_source, items_table)
     module = TwoTowerModule(
         cfg.to_dict(),
-        encoder.sizes(),
-        catalog=catalog,
-        id_known=encoder.id_known_tensor(),
-        target_counts=target_counts,
+        data.encoder.sizes(),
+        catalog=data.catalog,
+        id_known=data.encoder.id_known_tensor(),
+        target_counts=data.target_counts,
     )
-    datamodule = PairsDataModule(pairs_source, encoder, cfg, val_split=val_split)
-    monitor = recall_name(cfg.recall_k)
-    checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=work / "checkpoints", filename="best", monitor=monitor, mode="max", save_top_k=1
-    )
-    cbs: list[pl.Callback] = [
-        checkpoint,
-        pl.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience, min_delta=1e-4),
-        *(callbacks or []),
-    ]
+    datamodule = PairsDataModule(pairs_source, data.encoder, cfg, val_split=data.val_split)
     rt = resolve_runtime(cfg)
-    trainer = pl.Trainer(
-        **rt,
-        max_epochs=cfg.max_epochs,
-        callbacks=cbs,
-        logger=pl.loggers.CSVLogger(str(work), name="logs"),
-        log_every_n_steps=cfg.log_every_n_steps,
-        limit_train_batches=cfg.limit_train_batches,
-        num_sanity_val_steps=0,
-        enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=str(work),
-    )
+    trainer, checkpoint = _trainer(cfg, rt, work, callbacks)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     train_seconds = time.perf_counter() - t0
@@ -256,27 +214,29 @@ def train_two_tower(
         module.load_state_dict(state)
     module = module.cpu().eval()
     history, steps = _history_from_csv(work / "logs")
-    world = rt["devices"] if isinstance(rt["devices"], int) and rt["strategy"] != "auto" else 1
-    samples = steps * cfg.batch_size * world
     metrics: dict[str, Any] = evaluate(
-        module, pairs_source, encoder, target_counts, split=val_split, max_examples=cfg.max_val_examples
+        module,
+        pairs_source,
+        data.encoder,
+        data.target_counts,
+        split=data.val_split,
+        max_examples=cfg.max_val_examples,
     )
     best_score = checkpoint.best_model_score
+    world = rt["devices"] if isinstance(rt["devices"], int) and rt["strategy"] != "auto" else 1
+    samples = steps * cfg.batch_size * world
     metrics.update(
         {
-            "validation_split": val_split,
-            f"best_{monitor}": float(best_score) if best_score is not None else None,
+            "validation_split": data.val_split,
+            f"best_{recall_name(cfg.recall_k)}": float(best_score) if best_score is not None else None,
             "epochs": len([h for h in history if "train_loss" in h]),
             "steps": steps,
-            "train_examples": n_train,
-            "n_items": encoder.n_rows - 1,
-            "n_items_with_id": int(sum(encoder.id_known)),
+            "train_examples": data.n_train,
+            "n_items": data.encoder.n_rows - 1,
+            "n_items_with_id": int(sum(data.encoder.id_known)),
             "train_seconds": round(train_seconds, 3),
             "samples_per_s": round(samples / train_seconds, 1) if train_seconds > 0 else None,
-            "accelerator": rt["accelerator"],
-            "devices": rt["devices"],
-            "strategy": rt["strategy"],
-            "precision": rt["precision"],
+            **{key: rt[key] for key in ("accelerator", "devices", "strategy", "precision")},
             "encoder": cfg.encoder,
             "softmax": "full" if module.full_softmax else "sampled",
             "device_name": torch.cuda.get_device_name(0) if rt["accelerator"] in ("gpu", "cuda") else "cpu",
@@ -284,13 +244,80 @@ def train_two_tower(
     )
     return TrainResult(
         module=module,
-        encoder=encoder,
+        encoder=data.encoder,
         config=cfg,
         metrics=metrics,
         history=history,
         best_checkpoint=best,
         work_dir=work,
     )
+
+
+@dataclass
+class _Vocabulary:
+    """What one pass over the pairs fixes before training: the item vocabulary and content encoding,
+    the catalog tensors, and each item's count as a target (the sampled-softmax log-Q correction)."""
+
+    encoder: FeatureEncoder
+    catalog: Any
+    target_counts: torch.Tensor
+    n_train: int
+    val_split: str
+
+    @classmethod
+    def fit(cls, cfg: TwoTowerConfig, pairs_source: PairsSource, items_table: Any) -> _Vocabulary:
+        dataset = open_pairs(pairs_source)
+        target_counter, all_counter, n_train = scan_item_counts(dataset, "train")
+        if n_train == 0:
+            raise ValueError("training_pairs has no rows with split='train'")
+        # without validation rows (a tiny or single-day run) early stopping watches the training split
+        val_split = "validation" if count_rows(dataset, "validation") > 0 else "train"
+        if items_table is None:
+            import pandas as pd
+
+            items_table = pd.DataFrame({"item_id": sorted(all_counter)})
+        encoder = FeatureEncoder.fit(
+            items_table,
+            all_counter,
+            min_item_count=cfg.min_item_count,
+            title_buckets=cfg.title_buckets,
+            max_title_tokens=cfg.max_title_tokens,
+            history_length=cfg.history_length,
+        )
+        rows = encoder.rows_of(target_counter.keys())
+        counts = torch.zeros(encoder.n_rows, dtype=torch.float64)
+        counts[torch.from_numpy(rows)] = torch.tensor(list(target_counter.values()), dtype=torch.float64)
+        counts[0] = 0
+        return cls(encoder, encoder.encode_catalog(items_table), counts, n_train, val_split)
+
+
+def _trainer(
+    cfg: TwoTowerConfig, rt: dict[str, Any], work: Path, callbacks: list[pl.Callback] | None
+) -> tuple[pl.Trainer, pl.callbacks.ModelCheckpoint]:
+    """The Lightning trainer: the best validation recall is kept (not the last epoch) and training stops
+    once it has not improved for ``patience`` epochs."""
+    monitor = recall_name(cfg.recall_k)
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=work / "checkpoints", filename="best", monitor=monitor, mode="max", save_top_k=1
+    )
+    cbs: list[pl.Callback] = [
+        checkpoint,
+        pl.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience, min_delta=1e-4),
+        *(callbacks or []),
+    ]
+    trainer = pl.Trainer(
+        **rt,
+        max_epochs=cfg.max_epochs,
+        callbacks=cbs,
+        logger=pl.loggers.CSVLogger(str(work), name="logs"),
+        log_every_n_steps=cfg.log_every_n_steps,
+        limit_train_batches=cfg.limit_train_batches,
+        num_sanity_val_steps=0,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(work),
+    )
+    return trainer, checkpoint
 
 
 def plot_curve(history: list[dict[str, float]], path: str | Path, recall_k: int = 20) -> Path:

@@ -9,7 +9,6 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.exceptions import ServiceUnavailableException
 
-from relevance_service.app import Service
 from relevance_service.controllers._common import serving_state
 from relevance_service.schemas import (
     BundleResponse,
@@ -19,6 +18,7 @@ from relevance_service.schemas import (
     ReloadResponse,
 )
 from relevance_service.security import require_token
+from relevance_service.service import Service
 from relevance_service.user_state import UserStateUnavailable
 
 log = logging.getLogger(__name__)

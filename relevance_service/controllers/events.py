@@ -8,10 +8,10 @@ from collections import defaultdict
 from litestar import Controller, post
 from litestar.exceptions import ServiceUnavailableException
 
-from relevance_service.app import Service
 from relevance_service.controllers._common import field_error
 from relevance_service.schemas import EventsRequest, EventsResponse
 from relevance_service.security import require_token
+from relevance_service.service import Service
 from relevance_service.user_state import HistoryEntry, UserStateUnavailable
 
 

@@ -8,8 +8,8 @@ import os
 from litestar import Controller, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from relevance_service.app import Service
 from relevance_service.schemas import HealthResponse, ReadyResponse, StoreStatus
+from relevance_service.service import Service
 from relevance_service.user_state import UserStateUnavailable
 
 

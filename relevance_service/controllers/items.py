@@ -11,7 +11,6 @@ from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from relevance_service.app import Service
 from relevance_service.controllers._common import (
     build_response,
     check_k,
@@ -30,6 +29,7 @@ from relevance_service.schemas import (
     RecommendationResponse,
 )
 from relevance_service.security import require_token
+from relevance_service.service import Service
 
 log = logging.getLogger(__name__)
 

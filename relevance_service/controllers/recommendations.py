@@ -9,7 +9,6 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.params import Parameter
 
-from relevance_service.app import Service
 from relevance_service.controllers._common import (
     build_response,
     check_k,
@@ -19,6 +18,7 @@ from relevance_service.controllers._common import (
 )
 from relevance_service.recommender import Query
 from relevance_service.schemas import RecommendationResponse, RecommendRequest
+from relevance_service.service import Service
 from relevance_service.settings import HARD_MAX_K
 from relevance_service.user_state import HistoryEntry, UserStateUnavailable
 

@@ -30,16 +30,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import psutil
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.lake import table_diff, write_raw_events
 
 from relevance_core.ingest import ingest_events_day
 from relevance_core.pipeline.pairs import build_training_pairs
 from relevance_core.pipeline.sessionize import build_sessions
-from relevance_core.schemas import EVENT_ARROW_SCHEMA
 from relevance_core.storage import LocalStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,25 +252,7 @@ def _raw_events(root: Path, n: int, seed: int = 11) -> list[str]:
         if key not in seen:
             seen.add(key)
             rows.append(row)
-    by_day: dict[str, list[dict]] = {}
-    for r in rows:
-        by_day.setdefault(r["timestamp"].date().isoformat(), []).append(r)
-    for day, rs in by_day.items():
-        d = root / "lake" / "raw_events" / f"date={day}"
-        d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rs, schema=EVENT_ARROW_SCHEMA), d / "part-0.parquet")
-    return sorted(by_day)
-
-
-def _diff(table: str, a: Path, b: Path) -> tuple[int, int, int]:
-    con = duckdb.connect()
-
-    def q(root: Path) -> str:
-        return f"SELECT * FROM read_parquet('{root}/lake/{table}/date=*/*.parquet', hive_partitioning=true)"
-
-    only_a = con.sql(f"SELECT count(*) FROM ({q(a)} EXCEPT ALL {q(b)})").fetchall()[0][0]
-    only_b = con.sql(f"SELECT count(*) FROM ({q(b)} EXCEPT ALL {q(a)})").fetchall()[0][0]
-    return only_a, only_b, con.sql(f"SELECT count(*) FROM ({q(a)})").fetchall()[0][0]
+    return write_raw_events(root, rows)
 
 
 def _executors(pid: int) -> list[psutil.Process]:
@@ -330,6 +310,6 @@ def test_executor_killed_mid_job_the_job_still_succeeds(spark, tmp_path):
     assert time.time() >= killed_at
     assert (result["sessions"], result["pairs"]) == (s.sessions, p.pairs)
     for table in ("sessions", "training_pairs"):
-        only_cluster, only_local, n = _diff(table, cluster_root, local_root)
+        only_cluster, only_local, n = table_diff(table, cluster_root, local_root)
         assert n > 0 and only_cluster == 0 and only_local == 0, table
     print(f"FAULTS executor: injected 1, survived 1, sessions {s.sessions}, pairs {p.pairs}, lost 0")

@@ -18,15 +18,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from support.lake import table_diff, write_raw_events
 
 from relevance_core.pipeline.config import shift_day
 from relevance_core.pipeline.pairs import build_training_pairs
 from relevance_core.pipeline.sessionize import build_sessions
-from relevance_core.schemas import EVENT_ARROW_SCHEMA
 from relevance_core.storage import LocalStore
 
 CHILD = r"""
@@ -88,38 +85,13 @@ def _events(seed: int = 7, n: int = 4000) -> list[dict]:
     return rows
 
 
-def _write(root: Path, rows: list[dict]) -> list[str]:
-    by_day: dict[str, list[dict]] = {}
-    for r in rows:
-        by_day.setdefault(r["timestamp"].date().isoformat(), []).append(r)
-    for day, rs in by_day.items():
-        d = root / "lake" / "raw_events" / f"date={day}"
-        d.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rs, schema=EVENT_ARROW_SCHEMA), d / "part-0.parquet")
-    return sorted(by_day)
-
-
-def _diff(table: str, a: Path, b: Path) -> tuple[int, int, int]:
-    con = duckdb.connect()
-
-    def q(root: Path) -> str:
-        files = f"{root}/lake/{table}/*/*.parquet"
-        return f"SELECT * EXCLUDE (date), CAST(date AS VARCHAR) AS d FROM read_parquet('{files}', hive_partitioning=true)"
-
-    one, two = q(a), q(b)
-    only_a = con.sql(f"SELECT count(*) FROM ({one} EXCEPT ALL {two})").fetchall()[0][0]
-    only_b = con.sql(f"SELECT count(*) FROM ({two} EXCEPT ALL {one})").fetchall()[0][0]
-    n = con.sql(f"SELECT count(*) FROM ({one})").fetchall()[0][0]
-    return only_a, only_b, n
-
-
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_local_cluster_matches_local(spark, tmp_path):
     rows = _events()
     cluster_root, local_root = tmp_path / "cluster", tmp_path / "local"
-    days = _write(cluster_root, rows)
-    assert _write(local_root, rows) == days
+    days = write_raw_events(cluster_root, rows)
+    assert write_raw_events(local_root, rows) == days
     start, end, last = days[0], shift_day(days[-1], 1), days[-1]
 
     local_store = LocalStore(local_root)
@@ -146,5 +118,5 @@ def test_local_cluster_matches_local(spark, tmp_path):
     assert (info["sessions"], info["pairs"]) == (s.sessions, p.pairs)
 
     for table in ("sessions", "training_pairs", "quarantine/sessions"):
-        only_cluster, only_local, n = _diff(table, cluster_root, local_root)
+        only_cluster, only_local, n = table_diff(table, cluster_root, local_root)
         assert n > 0 and only_cluster == 0 and only_local == 0, table

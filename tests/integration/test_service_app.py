@@ -77,7 +77,7 @@ def test_not_ready_until_user_state_is_seeded(home, monkeypatch):
     lake seeding (held open here), then says ready; past ``seed_ready_timeout_s`` it stops waiting."""
     import threading
 
-    import relevance_service.app as app_module
+    import relevance_service.service as service_module
 
     release = threading.Event()
 
@@ -85,7 +85,7 @@ def test_not_ready_until_user_state_is_seeded(home, monkeypatch):
         assert release.wait(30), "the test never released the seeding"
         return 3
 
-    monkeypatch.setattr(app_module, "seed_from_lake", slow_seed)
+    monkeypatch.setattr(service_module, "seed_from_lake", slow_seed)
     with TestClient(app=create_app(settings_for(home, seed_from_lake=True))) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and "seeding user state" in r.json()["detail"], r.text
@@ -822,7 +822,7 @@ def test_redis_user_state_outage_degrades_reads_refuses_writes_and_recovers(home
     """Redis down: recommendations answer from popularity (logged, counted), events answer 503 but are
     still written to the landing zone, an erasure answers 503 instead of claiming success; Redis back: the
     history is there again. The outage is a real refused connection (a client for a port nobody serves)."""
-    from bench.serve import free_port
+    from bench.processes import free_port
     from relevance_service.user_state import RedisUserState
 
     state = RedisUserState.from_url(redis_url, prefix="outage:")

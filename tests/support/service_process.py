@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.serve import free_port
+from bench.processes import free_port, start_redis  # noqa: F401 - re-exported for the Redis fixture
 from relevance_cli.commands.serve import serve_argv
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from relevance_core.storage import LocalStore
 from relevance_service.impressions import LandingWriter, iso_utc
+from relevance_service.settings import ServiceSettings
 
 
 def test_timestamp_text_is_datetimes_to_the_millisecond():
@@ -42,7 +43,7 @@ class GatedStore(LocalStore):
 
 def test_records_in_flight_count_as_pending_and_retrying_until_written(tmp_path):
     store = GatedStore(tmp_path)
-    writer = LandingWriter(store, flush_s=3600)
+    writer = LandingWriter(store, settings=ServiceSettings(landing_flush_s=3600))
     rows = [{"user_id": "u1", "item_id": f"i{i}", "event_type": "view", "timestamp": 1.0} for i in range(3)]
 
     async def scenario():
