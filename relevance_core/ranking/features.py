@@ -144,12 +144,7 @@ def candidate_features(
         hist.recency_weights(),
         np.asarray(hist.events, np.float32),
         np.asarray(hist.ages_s, np.float64),
-        attrs.path_code,
-        attrs.brand_code,
-        attrs.price,
-        attrs.created_s,
-        attrs.interactions,
-        attrs.recent,
+        attrs.records,
         attrs.has_created,
         attrs.has_content,
         float(now_s),
@@ -171,17 +166,12 @@ def _fill(
     weights,
     h_events,
     h_ages,
-    path_code,
-    brand_code,
-    price,
-    created_s,
-    interactions,
-    recent,
+    items,
     has_created,
     has_content,
     now_s,
 ):
-    n, L, n_attr = rows.shape[0], h_rows.shape[0], path_code.shape[0]
+    n, L, n_attr = rows.shape[0], h_rows.shape[0], items.shape[0]
     # what the whole history says, once
     best_ann = ann_score.max()
     best_cv = cv_score.max()
@@ -193,12 +183,13 @@ def _fill(
     for j in range(L):
         r = h_rows[j]
         if 0 <= r < n_attr:
+            it = items[r]
             n_known += 1
-            h_path[j] = path_code[r]
-            h_brand[j] = brand_code[r]
-            n_path += path_code[r] >= 0
-            n_brand += brand_code[r] >= 0
-            p = price[r]
+            h_path[j] = it.path_code
+            h_brand[j] = it.brand_code
+            n_path += it.path_code >= 0
+            n_brand += it.brand_code >= 0
+            p = it.price
             if np.isfinite(p) and p > 0:
                 h_price[n_price] = p
                 n_price += 1
@@ -243,16 +234,20 @@ def _fill(
             f[_LAST_EVENT] = h_events[L - 1]
             f[_LAST_AGE] = h_ages[L - 1]
         # the item; rows past the end (live listings newer than the bundle) read as unknown
-        log_inter = np.log1p(interactions[r] if inside else np.float32(0.0))
+        inter, rec, created = np.float32(0.0), np.float32(0.0), np.nan
+        path, brand, price = -1, -1, np.nan
+        if inside:
+            it = items[r]
+            inter, rec, created = it.interactions, it.recent, it.created_s
+            path, brand, price = it.path_code, it.brand_code, it.price
+        log_inter = np.log1p(inter)
         f[_POPULARITY] = log_inter
-        f[_TREND] = np.log1p(recent[r] if inside else np.float32(0.0)) - log_inter
+        f[_TREND] = np.log1p(rec) - log_inter
         if has_created:
-            f[_ITEM_AGE] = (now_s - (created_s[r] if inside else np.nan)) * _PER_DAY
+            f[_ITEM_AGE] = (now_s - created) * _PER_DAY
         if not content:
             continue
         # the item against the history
-        path = path_code[r] if inside else -1
-        brand = brand_code[r] if inside else -1
         if last_path >= 0 and path >= 0:
             f[_SAME_CAT] = 1.0 if path == last_path else 0.0
         if n_path > 0 and path >= 0:
@@ -260,6 +255,6 @@ def _fill(
         if n_brand > 0 and brand >= 0:
             f[_BRAND_SHARE] = np.sum(h_brand == brand) * brand_scale
         if n_price > 0:
-            ratio = np.log((price[r] if inside else np.nan) * (1.0 / median))
+            ratio = np.log(price * (1.0 / median))
             if np.isfinite(ratio):
                 f[_PRICE_RATIO] = ratio

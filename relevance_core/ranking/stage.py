@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from relevance_core.compiled import kernel
 from relevance_core.ranking.covisit import COVISIT_FILES, Covisitation
 from relevance_core.ranking.features import ABSENT_RANK, Gathered, History, candidate_features
 from relevance_core.ranking.ranker import RANKER_FILE, RANKER_META, Ranker
-from relevance_core.ranking.rowmap import RowPositions
+from relevance_core.ranking.rowtable import build, find, first_occurrences
 from relevance_core.ranking.sources import ItemAttributes, PopularByCategory
 
 ITEM_STATS_FILE = "item_stats.parquet"
@@ -76,7 +76,6 @@ class RankingStage:
     popular: PopularByCategory
     ranker: Ranker | None = None
     cfg: StageConfig = StageConfig()
-    _slots: RowPositions = field(default_factory=RowPositions, init=False, repr=False, compare=False)
 
     @property
     def n_items(self) -> int:
@@ -179,7 +178,7 @@ class RankingStage:
         )
         if len(allrows) == 0:
             return allrows
-        return _first_occurrences(allrows, self._slots.cleared(int(allrows.max()) + 1))
+        return first_occurrences(allrows)
 
     def gather(
         self, hist: History, rows: np.ndarray, ann_rows: np.ndarray, ctx: QueryContext | None = None
@@ -191,15 +190,9 @@ class RankingStage:
         n = len(rows)
         if n == 0:
             return Gathered(rows, _EMPTY_F, _EMPTY_F, _EMPTY_F, _EMPTY_F, _EMPTY_F)
-        # every looked-up list holds rows >= 0; only candidates and ANN rows may lie past the bundle
-        upper = max(self.n_items, int(rows.max()) + 1, int(ann.max()) + 1 if len(ann) else 0)
-        pos = self._slots.place(rows, upper)
-        try:
-            ann_rank, cv_score, cv_last, cv_rank, popular_rank = _gather(
-                pos, n, ann, ctx.cv_by_score, ctx.cv_scores, ctx.last_rows, ctx.last_scores, ctx.popular
-            )
-        finally:
-            self._slots.clear(rows)
+        ann_rank, cv_score, cv_last, cv_rank, popular_rank = _gather(
+            *build(rows), n, ann, ctx.cv_by_score, ctx.cv_scores, ctx.last_rows, ctx.last_scores, ctx.popular
+        )
         return Gathered(rows, ann_rank, cv_score, cv_last, cv_rank, popular_rank)
 
     def features(
@@ -234,9 +227,10 @@ class RankingStage:
 
 
 @kernel
-def _gather(pos, n, ann, cv_rows, cv_scores, last_rows, last_scores, popular):
-    """Per candidate (``pos``: row -> candidate index, -1 elsewhere): its rank in the ANN list, the
-    co-visitation score and rank, the most recent item's co-visitation score, the popular rank."""
+def _gather(keys, pos, shift, n, ann, cv_rows, cv_scores, last_rows, last_scores, popular):
+    """Per candidate (``keys, pos, shift``: the candidates' row table, :mod:`rowtable`): its rank in the
+    ANN list, the co-visitation score and rank, the most recent item's co-visitation score, the popular
+    rank."""
     absent = np.float32(ABSENT_RANK)
     ann_rank = np.full(n, absent, np.float32)
     cv_score = np.zeros(n, np.float32)
@@ -244,35 +238,20 @@ def _gather(pos, n, ann, cv_rows, cv_scores, last_rows, last_scores, popular):
     cv_rank = np.full(n, absent, np.float32)
     popular_rank = np.full(n, absent, np.float32)
     for k in range(ann.shape[0]):
-        p = pos[ann[k]]
+        p = find(keys, pos, shift, ann[k])
         if p >= 0:
             ann_rank[p] = k
     for k in range(cv_rows.shape[0]):
-        p = pos[cv_rows[k]]
+        p = find(keys, pos, shift, cv_rows[k])
         if p >= 0:
             cv_score[p] = cv_scores[k]
             cv_rank[p] = k if cv_scores[k] > 0 else absent
     for k in range(last_rows.shape[0]):
-        p = pos[last_rows[k]]
+        p = find(keys, pos, shift, last_rows[k])
         if p >= 0:
             cv_last[p] = last_scores[k]
     for k in range(popular.shape[0]):
-        p = pos[popular[k]]
+        p = find(keys, pos, shift, popular[k])
         if p >= 0:
             popular_rank[p] = k
     return ann_rank, cv_score, cv_last, cv_rank, popular_rank
-
-
-@kernel
-def _first_occurrences(rows, pos):
-    """``rows`` without repeats, in first-occurrence order (``pos``: the cleared row map, left cleared)."""
-    out = np.empty(rows.shape[0], np.int64)
-    m = 0
-    for r in rows:
-        if pos[r] < 0:
-            pos[r] = m
-            out[m] = r
-            m += 1
-    for k in range(m):
-        pos[out[k]] = -1
-    return out[:m]
