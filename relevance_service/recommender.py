@@ -184,7 +184,15 @@ class Recommender:
         ranked = stage.candidates(hist, ann, ctx)
         extra = ranked[min(len(ann), stage.cfg.ann_k) :]
         extra = extra[~member(extra, ann)] if len(extra) else extra
-        union = Candidates.concat([c, state.main_candidates(extra, np.zeros(len(extra), np.float32))])
+        zeros = np.zeros(len(extra), np.float32)
+        if c.distinct:
+            # one FAISS search and no live listings (the common case): the union is bundle rows only and
+            # distinct (``extra`` holds no ANN row), so its rule columns are one gather, not ten concats
+            union = state.main_candidates(
+                np.concatenate([c.rows, extra]), np.concatenate([c.scores, zeros]), distinct=True
+            )
+        else:
+            union = Candidates.concat([c, state.main_candidates(extra, zeros)])
 
         def rescore(cands: Candidates, idx: np.ndarray) -> np.ndarray:
             out = np.full(len(cands), -np.inf, dtype=np.float32)
