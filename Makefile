@@ -75,7 +75,7 @@ test: setup browser redis-server
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
-# The unit tests alone (no server, no JVM, no browser): about a minute and a half.
+# The unit tests alone (no server, no JVM, no browser): under a minute.
 test-fast: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

@@ -151,7 +151,7 @@ def _visible_partition(store: LocalStore, table: str) -> list[tuple] | None:
 @pytest.mark.e2e
 @pytest.mark.timeout(1200)
 def test_sigkill_mid_partition_write_then_rerun_gives_the_clean_data(spark, tmp_path):
-    small, big = _landing_csv(2_000, seed=1), _landing_csv(400_000, seed=2)
+    small, big = _landing_csv(2_000, seed=1), _landing_csv(200_000, seed=2)
     # the reference: a clean run over the final landing day, in a store of its own
     ref = LocalStore(tmp_path / "ref")
     ref.write_text(f"landing/events/date={DAY}/a.csv", small)
@@ -270,7 +270,7 @@ def _executors(pid: int) -> list[psutil.Process]:
 @pytest.mark.timeout(1200)
 def test_executor_killed_mid_job_the_job_still_succeeds(spark, tmp_path):
     cluster_root, local_root = tmp_path / "cluster", tmp_path / "local"
-    days = _raw_events(cluster_root, 300_000)
+    days = _raw_events(cluster_root, 200_000)
     shutil.copytree(cluster_root / "lake", local_root / "lake")
     start, end, last = days[0], days[-1], days[-1]
     local = LocalStore(local_root)
