@@ -6,6 +6,7 @@ told from queueing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from typing import Any
@@ -25,8 +26,6 @@ def get_request(path: str) -> bytes:
 
 
 def post_request(path: str, body: dict[str, Any]) -> bytes:
-    import json
-
     data = json.dumps(body, separators=(",", ":")).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -61,8 +60,6 @@ async def _exchange(
 async def _open(port: int, tries: int = 20) -> tuple[tuple, int | None]:
     """A keep-alive connection and the server process behind it (``/readyz`` names it); a connection the
     server asks to close at once (its worker is over its share) is replaced by a fresh one."""
-    import json
-
     for _ in range(tries):
         c = await asyncio.open_connection("127.0.0.1", port)
         _, body, keep = await _exchange(*c, get_request("/readyz"))
@@ -321,7 +318,7 @@ async def _load(
     return rec.summary(pool, wall, time.process_time() - cpu0, warmup)
 
 
-def _client_process(q, port, paths, mode, rate, duration, warmup, concurrency, connections) -> None:
+def client_process(q, port, paths, mode, rate, duration, warmup, concurrency, connections) -> None:
     try:
         import uvloop
 

@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.load import _client_process, get_request, post_request
+from bench.load import client_process, get_request, post_request
 from bench.processes import (
     TOKEN,
     drain,
@@ -530,7 +530,7 @@ def run_client(
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(
-        target=_client_process,
+        target=client_process,
         args=(
             q,
             port,

@@ -29,14 +29,19 @@ def _slot(keys, shift, r):
 
 
 @kernel
+def _empty(n):
+    """Empty keys for ``n`` rows (a power of two, at most half full) and the hash's shift."""
+    bits = 4
+    while (1 << bits) < 2 * n:
+        bits += 1
+    return np.full(1 << bits, _EMPTY, np.int64), np.uint64(64 - bits)
+
+
+@kernel
 def build(rows):
     """(keys, positions, shift) for ``rows`` (each >= 0): a repeated row keeps its last position."""
-    bits = 4
-    while (1 << bits) < 2 * rows.shape[0]:
-        bits += 1
-    keys = np.full(1 << bits, _EMPTY, np.int64)
-    vals = np.empty(1 << bits, np.int32)
-    shift = np.uint64(64 - bits)
+    keys, shift = _empty(rows.shape[0])
+    vals = np.empty(keys.shape[0], np.int32)
     for i in range(rows.shape[0]):
         h = _slot(keys, shift, rows[i])
         keys[h] = rows[i]
@@ -66,11 +71,7 @@ def contains(values, rows):
 @kernel
 def first_occurrences(rows):
     """``rows`` (>= 0) without repeats, in first-occurrence order."""
-    bits = 4
-    while (1 << bits) < 2 * rows.shape[0]:
-        bits += 1
-    keys = np.full(1 << bits, _EMPTY, np.int64)
-    shift = np.uint64(64 - bits)
+    keys, shift = _empty(rows.shape[0])
     out = np.empty(rows.shape[0], np.int64)
     m = 0
     for r in rows:
